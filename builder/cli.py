@@ -1,0 +1,150 @@
+"""The trove-builder command line (thin: parse, validate, hand over to a runtime)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import __version__
+from . import profile as profiles
+from .errors import BuilderError, UsageError
+from .spec import DEFAULT_BUILDER_IMAGE, DEFAULT_SOURCE_DATE_EPOCH, BuildSpec, default_cache_dir, default_output, parse_bool
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="Build OpenStack Trove guest images in a pinned container, identically on any host.",
+)
+
+
+def fail(exc: BuilderError) -> None:
+    print(f"trove-builder: error: {exc}", file=sys.stderr)
+    raise typer.Exit(exc.exit_code)
+
+
+def guarded(func):
+    """Every command: user errors as one line on stderr, no traceback (unless TROVE_BUILDER_DEBUG)."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except BuilderError as exc:
+            fail(exc)
+        except KeyboardInterrupt:
+            print("trove-builder: interrupted", file=sys.stderr)
+            raise typer.Exit(130)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as exc:  # a bug: still one line, with a way to see more
+            if os.environ.get("TROVE_BUILDER_DEBUG"):
+                traceback.print_exc()
+            print(f"trove-builder: internal error: {type(exc).__name__}: {exc} "
+                  f"(set TROVE_BUILDER_DEBUG=1 for a traceback)", file=sys.stderr)
+            raise typer.Exit(70)
+    return wrapper
+
+
+@app.command()
+@guarded
+def build(
+    guest_os: str = typer.Argument("ubuntu", help="Guest OS: ubuntu or debian."),
+    release: str = typer.Argument("noble", help="Guest release, e.g. noble, jammy, bionic, bookworm."),
+    dev_mode: str = typer.Argument("false", help="true: agent code synced from the controller at boot."),
+    guest_username: str = typer.Argument("ubuntu", help="User that owns and runs the guest agent."),
+    output: Optional[Path] = typer.Argument(
+        None, help="Image path; default images/trove-guest-<os>-<release>[-dev].qcow2. "
+                   "A .raw extension selects the raw format."),
+    size: int = typer.Option(5, "--size", envvar="GUEST_IMAGESIZE", help="Virtual disk size in GB."),
+    agent_version: Optional[str] = typer.Option(
+        None, "--agent-version", help="Trove release for the agent (default: the release profile's)."),
+    agent_source: Optional[str] = typer.Option(
+        None, "--agent-source", help="pip requirement or path to install instead of trove==VERSION."),
+    mirror: Optional[str] = typer.Option(None, "--mirror", envvar="DIB_DISTRIBUTION_MIRROR",
+                                         help="Distribution archive mirror URL."),
+    hooks_dir: Optional[Path] = typer.Option(None, "--hooks-dir", help="Directory of <phase>.d/ hooks."),
+    runtime: str = typer.Option("docker", "--runtime", help="docker, podman, or none (this host)."),
+    builder_image: str = typer.Option(DEFAULT_BUILDER_IMAGE, "--builder-image",
+                                      envvar="TROVE_BUILDER_IMAGE", help="Builder container image."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="qcow2 (default) or raw."),
+    work_dir: Optional[Path] = typer.Option(None, "--work-dir", help="Scratch directory (default: in the cache)."),
+    keep_work_dir: bool = typer.Option(False, "--keep-work-dir", help="Keep the scratch directory."),
+    cache_dir: Path = typer.Option(default_cache_dir(), "--cache-dir", envvar="TROVE_BUILDER_CACHE",
+                                   help="Download cache, logs and scratch space."),
+    controller_user: str = typer.Option("stack", "--controller-user", envvar="HOST_SCP_USERNAME",
+                                        help="Dev mode: controller account the guest rsyncs from."),
+    controller_path: str = typer.Option("/opt/stack/trove", "--controller-path",
+                                        help="Dev mode: trove checkout on the controller."),
+    dev_ssh_key: Optional[Path] = typer.Option(None, "--dev-ssh-key",
+                                               help="Dev mode: private deploy key baked into the image."),
+    sync_logs: str = typer.Option("false", "--sync-logs", envvar="SYNC_LOG_TO_CONTROLLER",
+                                  help="Dev mode: copy guest logs to the controller."),
+    ca_bundle: Optional[Path] = typer.Option(None, "--ca-bundle",
+                                             help="CA bundle for HTTPS during the build (never kept)."),
+    docker_source: str = typer.Option("distro", "--docker-source", help="distro (docker.io) or docker-ce."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show every command's output."),
+) -> None:
+    """Build a Trove guest image (same positional arguments as `trovestack build-image`)."""
+    dev = parse_bool(dev_mode, "DEV_MODE")
+    if fmt is None:
+        fmt = "raw" if output is not None and output.suffix == ".raw" else "qcow2"
+    if output is None:
+        output = default_output(guest_os, release, dev, fmt)
+        output.parent.mkdir(parents=True, exist_ok=True)
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", str(DEFAULT_SOURCE_DATE_EPOCH))
+    if not epoch.isdigit():
+        raise UsageError(f"SOURCE_DATE_EPOCH must be a whole number of seconds, not '{epoch}'")
+    spec = BuildSpec(
+        os=guest_os, release=release, dev_mode=dev, guest_user=guest_username, output=output,
+        fmt=fmt, size_gb=size, agent_version=agent_version, agent_source=agent_source, mirror=mirror,
+        hooks_dir=hooks_dir, runtime=runtime, builder_image=builder_image, work_dir=work_dir,
+        keep_work_dir=keep_work_dir, cache_dir=cache_dir, controller_user=controller_user,
+        controller_path=controller_path, dev_ssh_key=dev_ssh_key,
+        sync_logs=parse_bool(sync_logs, "SYNC_LOG_TO_CONTROLLER"), ca_bundle=ca_bundle,
+        docker_source=docker_source, source_date_epoch=int(epoch), verbose=verbose,
+    ).validate()
+    from . import hooks
+
+    hooks.validate(spec.hooks_dir)
+    if spec.runtime == "none":
+        from .runtime import host
+
+        host.build(spec)
+        return
+    from .runtime import container
+
+    status = container.build(spec, spec.runtime)
+    if status != 0:
+        raise typer.Exit(status)
+
+
+@app.command("_run-spec", hidden=True)
+@guarded
+def run_spec(spec_json: str) -> None:
+    """Inside the builder container: run the pipeline for a spec the host CLI resolved."""
+    from .runtime import host
+
+    host.build(BuildSpec.from_json(spec_json))
+
+
+@app.command("profiles")
+@guarded
+def list_profiles() -> None:
+    """List the guest OS releases this builder knows, with their default agent version."""
+    for os_name, releases in profiles.available().items():
+        for release in releases:
+            prof = profiles.load(os_name, release)
+            print(f"{os_name:<8} {release:<10} python {prof.python:<5} trove {prof.agent_version}")
+
+
+@app.command()
+def version() -> None:
+    """Print the trove-builder version."""
+    print(__version__)

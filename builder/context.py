@@ -1,0 +1,72 @@
+"""BuildContext: what the stages share (inputs, paths derived from them, the log, results)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .profile import Profile
+from .proc import Log
+from .spec import BuildSpec
+
+ROOT_LABEL = "cloudimg-rootfs"
+VENV = "/opt/guest-agent-venv"
+GUEST_CA_PATH = "/tmp/trove-builder-ca.pem"
+
+
+@dataclass
+class BuildContext:
+    spec: BuildSpec
+    profile: Profile
+    work_dir: Path
+    log: Log
+    results: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rootfs(self) -> Path:
+        return self.work_dir / "rootfs"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.spec.cache_dir
+
+    @property
+    def input_digest(self) -> str:
+        """sha256 of the inputs that decide the image: the seed of every ID in it."""
+        blob = json.dumps(self.spec.image_identity, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    def stable_uuid(self, purpose: str) -> str:
+        """A UUID derived from the inputs, so filesystems and partitions are the same every build."""
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"trove-builder:{self.input_digest}:{purpose}"))
+
+    @property
+    def guest_home(self) -> str:
+        return f"/home/{self.spec.guest_user}"
+
+    def template_context(self) -> dict[str, Any]:
+        spec, prof = self.spec, self.profile
+        return {
+            **prof.data,
+            "os": spec.os,
+            "release": spec.release,
+            "suites": prof.suites,
+            "security_suite": prof.security_suite,
+            "mirror": spec.mirror or prof.mirror,
+            "security_mirror": prof.security_mirror,
+            "dev_mode": spec.dev_mode,
+            "guest_user": spec.guest_user,
+            "guest_home": self.guest_home,
+            "controller_user": spec.controller_user,
+            "controller_path": spec.controller_path.rstrip("/"),
+            "sync_logs": spec.sync_logs,
+            "venv": VENV,
+            "root_label": ROOT_LABEL,
+            "root_uuid": self.stable_uuid("rootfs"),
+            "datasources": ["ConfigDrive", "OpenStack", "None"],
+            "docker_plugin": self.results.get("docker_plugin", False),
+        }

@@ -1,0 +1,34 @@
+"""A small wrapper around qemu-img: the one tool that writes and checks the exported image."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from .errors import BuilderError
+from .proc import Log, run
+
+
+def convert(source: Path, dest: Path, fmt: str, log: Log, compress: bool = True) -> None:
+    """raw -> fmt. Never `-W`: out-of-order writes make the output differ run to run."""
+    cmd = ["qemu-img", "convert", "-f", "raw", "-O", fmt]
+    if fmt == "qcow2":
+        cmd += ["-o", "compat=1.1"]
+        if compress:
+            cmd.append("-c")
+    run([*cmd, source, dest], log)
+
+
+def info(image: Path) -> dict:
+    out = subprocess.run(["qemu-img", "info", "--output=json", str(image)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise BuilderError(f"qemu-img cannot read {image}: {out.stderr.strip()}")
+    return json.loads(out.stdout)
+
+
+def check(image: Path) -> None:
+    out = subprocess.run(["qemu-img", "check", str(image)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise BuilderError(f"qemu-img check failed for {image}: {(out.stdout + out.stderr).strip()}")

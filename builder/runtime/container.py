@@ -1,0 +1,120 @@
+"""runtime docker|podman: the pipeline in the pinned builder container, through the Docker API."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import uuid
+from pathlib import Path
+
+from ..errors import BuilderError
+from ..spec import BuildSpec
+
+LABEL = "trove-builder"
+# The fewest privileges debootstrap, chroot mounts and mknod need (--privileged is not required).
+CAPABILITIES = ["SYS_ADMIN", "MKNOD"]
+SECURITY_OPTS = ["seccomp=unconfined", "apparmor=unconfined"]
+STOP_TIMEOUT = 60
+PODMAN_SOCKETS = ["/run/podman/podman.sock", f"/run/user/{os.getuid()}/podman/podman.sock"]
+
+
+def connect(engine: str):
+    """A Docker API client for `engine`; podman is reached through its Docker-compatible socket."""
+    import docker
+
+    try:
+        if engine == "podman":
+            url = os.environ.get("CONTAINER_HOST")
+            if not url:
+                found = [s for s in PODMAN_SOCKETS if Path(s).exists()]
+                if not found:
+                    raise BuilderError("no podman socket found: start it with "
+                                       "'systemctl start podman.socket' or 'podman system service'")
+                url = f"unix://{found[0]}"
+            client = docker.DockerClient(base_url=url)
+        else:
+            client = docker.from_env()
+        client.ping()
+        return client
+    except docker.errors.DockerException as exc:
+        reason = str(exc).split("(")[-1].rstrip(")") if "(" in str(exc) else str(exc)
+        if "Permission denied" in str(exc):
+            raise BuilderError(f"no permission on the {engine} socket: run as root or join the "
+                               f"'{engine}' group") from None
+        raise BuilderError(f"cannot reach the {engine} engine ({reason.strip()}): is it running?") from None
+
+
+def _mounts(spec: BuildSpec) -> tuple[dict, BuildSpec]:
+    """Bind only what the build needs; return the volumes and the spec as seen inside."""
+    volumes: dict[str, dict[str, str]] = {}
+
+    def mount(host: Path, inner: str, mode: str = "rw") -> str:
+        volumes[str(host.resolve())] = {"bind": inner, "mode": mode}
+        return inner
+
+    inner = dataclasses.replace(spec, runtime="none")
+    out_dir = spec.output.parent.resolve()
+    inner.output = Path(mount(out_dir, "/out")) / spec.output.name
+    spec.cache_dir.mkdir(parents=True, exist_ok=True)
+    inner.cache_dir = Path(mount(spec.cache_dir, "/cache"))
+    if spec.work_dir:
+        spec.work_dir.mkdir(parents=True, exist_ok=True)
+        inner.work_dir = Path(mount(spec.work_dir, "/work"))
+    if spec.hooks_dir:
+        inner.hooks_dir = Path(mount(spec.hooks_dir, "/hooks", "ro"))
+    if spec.dev_ssh_key:
+        inner.dev_ssh_key = Path(mount(spec.dev_ssh_key, "/run/trove-builder/dev-key", "ro"))
+    from ..stages.agent import host_ca_bundle_path
+
+    ca = host_ca_bundle_path(spec.ca_bundle)
+    inner.ca_bundle = Path(mount(ca, "/run/trove-builder/ca.pem", "ro")) if ca else None
+    return volumes, inner
+
+
+def build(spec: BuildSpec, engine: str) -> int:
+    """Run the build in a throwaway builder container; stop and remove it whatever happens."""
+    import docker
+
+    client = connect(engine)
+    try:
+        client.images.get(spec.builder_image)
+    except docker.errors.ImageNotFound:
+        raise BuilderError(f"builder image '{spec.builder_image}' not found: build it with "
+                           f"'make builder' or pass --builder-image") from None
+    volumes, inner = _mounts(spec)
+    env = {"TROVE_BUILDER_CACHE_SHOWN_AS": str(spec.cache_dir.resolve()),
+           "TROVE_BUILDER_OWNER": f"{os.getuid()}:{os.getgid()}"}
+    name = f"trove-builder-{uuid.uuid4().hex[:12]}"
+    container = client.containers.create(
+        spec.builder_image,
+        command=["_run-spec", inner.to_json()],
+        name=name,
+        labels={LABEL: "build", f"{LABEL}.output": str(spec.output.resolve())},
+        volumes=volumes,
+        environment=env,
+        cap_add=CAPABILITIES,
+        security_opt=SECURITY_OPTS,
+        network_mode="bridge",
+        tty=False,
+    )
+    try:
+        container.start()
+        try:
+            for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=False):
+                sys.stdout.write(chunk.decode(errors="replace"))
+                sys.stdout.flush()
+            status = container.wait()["StatusCode"]
+        except KeyboardInterrupt:
+            print("interrupted: stopping the build container (it cleans up) ...", file=sys.stderr)
+            container.stop(timeout=STOP_TIMEOUT)
+            raise
+        errors = container.logs(stdout=False, stderr=True).decode(errors="replace")
+        if errors:
+            sys.stderr.write(errors)
+        return status
+    finally:
+        try:
+            container.remove(force=True)
+        except docker.errors.DockerException:
+            pass

@@ -1,0 +1,176 @@
+"""BuildSpec: the validated inputs of one build, the only thing the pipeline reads."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import profile as profiles
+from .errors import UsageError
+
+FORMATS = ("qcow2", "raw")
+RUNTIMES = ("docker", "podman", "none")
+DOCKER_SOURCES = ("distro", "docker-ce")
+DEFAULT_BUILDER_IMAGE = "trove-builder:latest"
+# 2026-01-01T00:00:00Z. Every file time in the image is clamped to this unless
+# SOURCE_DATE_EPOCH says otherwise, so that the build time never leaks in.
+DEFAULT_SOURCE_DATE_EPOCH = 1767225600
+
+
+def parse_bool(value: str | bool, what: str) -> bool:
+    """trovestack takes dev_mode as a lower-cased string; accept the usual spellings."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1", "on"):
+        return True
+    if text in ("false", "no", "0", "off"):
+        return False
+    raise UsageError(f"{what} must be true or false, not '{value}'")
+
+
+def default_output(os_name: str, release: str, dev_mode: bool, fmt: str = "qcow2") -> Path:
+    suffix = "-dev" if dev_mode else ""
+    return Path("images") / f"trove-guest-{os_name}-{release}{suffix}.{fmt}"
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "trove-builder"
+
+
+def agent_min_python(agent_version: str) -> tuple[int, int] | None:
+    """Oldest guest Python the Trove release `agent_version` runs on, None if unknown."""
+    table = yaml.safe_load((profiles.PROFILE_DIR / "_trove.yaml").read_text())["min_python"]
+    match = re.match(r"(\d+)", agent_version)
+    if not match:
+        return None
+    major = int(match.group(1))
+    for series in sorted(table, reverse=True):
+        if major >= series:
+            maj, minor = table[series].split(".")
+            return int(maj), int(minor)
+    return None
+
+
+@dataclass
+class BuildSpec:
+    """Inputs of one build. Everything else (work paths, UUIDs, names) is derived from these."""
+
+    os: str = "ubuntu"
+    release: str = "noble"
+    dev_mode: bool = False
+    guest_user: str = "ubuntu"
+    output: Path = field(default_factory=lambda: default_output("ubuntu", "noble", False))
+    fmt: str = "qcow2"
+    size_gb: int = 5
+    agent_version: str | None = None
+    agent_source: str | None = None
+    mirror: str | None = None
+    hooks_dir: Path | None = None
+    runtime: str = "docker"
+    builder_image: str = DEFAULT_BUILDER_IMAGE
+    work_dir: Path | None = None
+    keep_work_dir: bool = False
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    controller_user: str = "stack"
+    controller_path: str = "/opt/stack/trove"
+    dev_ssh_key: Path | None = None
+    sync_logs: bool = False
+    ca_bundle: Path | None = None
+    docker_source: str = "distro"
+    source_date_epoch: int = DEFAULT_SOURCE_DATE_EPOCH
+    verbose: bool = False
+
+    @property
+    def profile(self) -> profiles.Profile:
+        return profiles.load(self.os, self.release)
+
+    @property
+    def resolved_agent_version(self) -> str:
+        return self.agent_version or self.profile.agent_version
+
+    @property
+    def image_identity(self) -> dict[str, Any]:
+        """The inputs that decide the image's bytes (no host paths, no runtime choice)."""
+        return {
+            "os": self.os,
+            "release": self.release,
+            "dev_mode": self.dev_mode,
+            "guest_user": self.guest_user,
+            "format": self.fmt,
+            "size_gb": self.size_gb,
+            "agent_version": self.resolved_agent_version,
+            "agent_source": self.agent_source,
+            "mirror": self.mirror or self.profile.mirror,
+            "docker_source": self.docker_source,
+            "controller_user": self.controller_user if self.dev_mode else None,
+            "controller_path": self.controller_path if self.dev_mode else None,
+            "dev_ssh_key": bool(self.dev_ssh_key) if self.dev_mode else None,
+            "sync_logs": self.sync_logs if self.dev_mode else None,
+            "source_date_epoch": self.source_date_epoch,
+        }
+
+    def validate(self) -> "BuildSpec":
+        """Check every input before any work starts; raise UsageError with one clear line."""
+        prof = self.profile  # unknown OS/release
+        if self.fmt not in FORMATS:
+            raise UsageError(f"unknown output format '{self.fmt}' (known: {', '.join(FORMATS)})")
+        if self.runtime not in RUNTIMES:
+            raise UsageError(f"unknown runtime '{self.runtime}' (known: {', '.join(RUNTIMES)})")
+        if self.docker_source not in DOCKER_SOURCES:
+            raise UsageError(
+                f"unknown docker source '{self.docker_source}' (known: {', '.join(DOCKER_SOURCES)})"
+            )
+        if not 2 <= self.size_gb <= 2048:
+            raise UsageError(f"image size must be between 2 and 2048 GB, not {self.size_gb}")
+        if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", self.guest_user):
+            raise UsageError(f"'{self.guest_user}' is not a valid Linux user name")
+        need = agent_min_python(self.resolved_agent_version)
+        if need and prof.python_version < need:
+            raise UsageError(
+                f"trove {self.resolved_agent_version} needs Python >= {need[0]}.{need[1]}, "
+                f"but {self.os} {self.release} has {prof.python}"
+            )
+        self._validate_output()
+        if self.hooks_dir is not None:
+            if not self.hooks_dir.is_dir() or not os.access(self.hooks_dir, os.R_OK | os.X_OK):
+                raise UsageError(f"hooks directory {self.hooks_dir} is not a readable directory")
+        if self.dev_ssh_key is not None:
+            if not self.dev_mode:
+                raise UsageError("--dev-ssh-key only makes sense with dev mode (DEV_MODE=true)")
+            if not self.dev_ssh_key.is_file() or not os.access(self.dev_ssh_key, os.R_OK):
+                raise UsageError(f"dev ssh key {self.dev_ssh_key} is not a readable file")
+        if self.ca_bundle is not None and not self.ca_bundle.is_file():
+            raise UsageError(f"CA bundle {self.ca_bundle} is not a file")
+        return self
+
+    def _validate_output(self) -> None:
+        out = self.output
+        if out.exists() and out.is_dir():
+            raise UsageError(f"output {out} is a directory; give a file name such as {out}/guest.qcow2")
+        parent = out.parent if str(out.parent) else Path(".")
+        if not parent.is_dir():
+            raise UsageError(f"output directory {parent} does not exist")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise UsageError(f"output directory {parent} is not writable")
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        return json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()})
+
+    @classmethod
+    def from_json(cls, text: str) -> "BuildSpec":
+        data = json.loads(text)
+        path_fields = {f.name for f in dataclasses.fields(cls) if "Path" in str(f.type)}
+        for name in path_fields:
+            if data.get(name) is not None:
+                data[name] = Path(data[name])
+        return cls(**data)

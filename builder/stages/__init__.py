@@ -1,0 +1,1 @@
+"""The build pipeline's stages, one job each, run in order by builder.pipeline."""

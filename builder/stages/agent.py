@@ -1,0 +1,144 @@
+"""agent: the Trove guest agent in /opt/guest-agent-venv, its units, /etc/trove, dev-mode key."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from ..chroot import Chroot
+from ..context import GUEST_CA_PATH, VENV, BuildContext
+from ..render import guest_ids, install_stage_files, write_into
+from .bootstrap import apt_caches
+
+DESCRIPTION = "install the Trove guest agent and its units"
+
+TROVE_DIRS = ["/etc/trove", "/etc/trove/conf.d", "/etc/trove/certs", "/var/lib/trove",
+              "/var/log/trove", "/opt/trove-guestagent"]
+PIP_CACHE = "/var/cache/trove-builder-pip"
+
+
+def agent_requirement(ctx: BuildContext) -> str:
+    """What pip installs: an explicit source (requirement or path) or trove==<version>."""
+    return ctx.spec.agent_source or f"trove=={ctx.spec.resolved_agent_version}"
+
+
+def host_ca_bundle(ctx: BuildContext) -> Path | None:
+    return host_ca_bundle_path(ctx.spec.ca_bundle)
+
+
+def host_ca_bundle_path(explicit: Path | None) -> Path | None:
+    """The CA bundle the build host trusts (HTTPS may be intercepted); used for the build only."""
+    if explicit:
+        return explicit
+    for var in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+        if os.environ.get(var) and Path(os.environ[var]).is_file():
+            return Path(os.environ[var])
+    default = Path("/etc/ssl/certs/ca-certificates.crt")
+    return default if default.is_file() else None
+
+
+def _pip(ctx: BuildContext, chroot: Chroot, *args: str) -> None:
+    env = {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1",
+           "SOURCE_DATE_EPOCH": str(ctx.spec.source_date_epoch)}
+    if (ctx.rootfs / GUEST_CA_PATH.lstrip("/")).exists():
+        env["PIP_CERT"] = GUEST_CA_PATH
+    chroot.run([f"{VENV}/bin/pip", "--cache-dir", PIP_CACHE, *args], env=env)
+
+
+def _freeze(ctx: BuildContext) -> list[str]:
+    """name==version of every distribution in the venv, read from its metadata (no guest python run)."""
+    found = []
+    for meta in sorted((ctx.rootfs / VENV.lstrip("/")).glob("lib/python3*/site-packages/*.dist-info/METADATA")):
+        name = version = None
+        for line in meta.read_text(errors="replace").splitlines():
+            if line.startswith("Name: "):
+                name = line[6:].strip()
+            elif line.startswith("Version: "):
+                version = line[9:].strip()
+            if name and version:
+                break
+        if name and version:
+            found.append(f"{name}=={version}")
+    return sorted(found, key=str.lower)
+
+
+def _install_venv(ctx: BuildContext, chroot: Chroot) -> None:
+    prof = ctx.profile
+    ca = host_ca_bundle(ctx)
+    ca_inside = ctx.rootfs / GUEST_CA_PATH.lstrip("/")
+    if ca:
+        shutil.copyfile(ca, ca_inside)
+    try:
+        chroot.run(["/usr/bin/python3", "-m", "venv", VENV])
+        _pip(ctx, chroot, "install", "--upgrade", prof.data.get("pip_bootstrap", "pip"))
+        _pip(ctx, chroot, "install", "--no-compile", agent_requirement(ctx))
+    finally:
+        ca_inside.unlink(missing_ok=True)
+    # Byte-compile once, with hashes instead of build-time stamps (reproducible).
+    compile_args = ["-m", "compileall", "-q", "-j", "0"]
+    if prof.python_version >= (3, 7):
+        compile_args += ["--invalidation-mode", "checked-hash"]
+    chroot.run([f"{VENV}/bin/python", *compile_args, VENV], check=False)
+    freeze = _freeze(ctx)
+    ctx.results["pip_freeze"] = freeze
+    # The constraints dev-mode starts reinstall under: exactly what was resolved here.
+    write_into(ctx.rootfs, "/opt/upper-constraints.txt", "\n".join(freeze) + "\n")
+    ctx.results["docker_plugin"] = (ctx.rootfs / VENV.lstrip("/") / "bin/trove-docker-plugin").exists()
+
+
+def _trove_tree(ctx: BuildContext) -> None:
+    user = ctx.spec.guest_user
+    uid, _ = guest_ids(ctx.rootfs, f"{user}:root")
+    for inner in TROVE_DIRS:
+        path = ctx.rootfs / inner.lstrip("/")
+        path.mkdir(parents=True, exist_ok=True)
+        os.chown(path, uid, 0)
+        path.chmod(0o755)
+    venv = ctx.rootfs / VENV.lstrip("/")
+    for dirpath, dirnames, filenames in os.walk(venv):
+        for name in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, name), uid, 0)
+    os.chown(venv, uid, 0)
+    links = {"/usr/local/bin/trove-docker-plugin": f"{VENV}/bin/trove-docker-plugin"}
+    if not ctx.spec.dev_mode:
+        links["/usr/local/bin/guest-agent"] = f"{VENV}/bin/trove-guestagent"
+    for link, target in links.items():
+        if not (ctx.rootfs / target.lstrip("/")).exists():
+            continue
+        path = ctx.rootfs / link.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        path.symlink_to(target)
+
+
+def _dev_key(ctx: BuildContext, chroot: Chroot) -> None:
+    """Dev mode: the operator's deploy key, never the build host's own key."""
+    key = ctx.spec.dev_ssh_key
+    ctx.results["dev_ssh_key"] = bool(key)
+    if not key:
+        return
+    user = ctx.spec.guest_user
+    write_into(ctx.rootfs, f"{ctx.guest_home}/.ssh/id_rsa", key.read_text(), 0o600, f"{user}:{user}")
+    chroot.sh(f"ssh-keygen -y -f {ctx.guest_home}/.ssh/id_rsa > {ctx.guest_home}/.ssh/id_rsa.pub && "
+              f"chown {user}:{user} {ctx.guest_home}/.ssh/id_rsa.pub")
+
+
+def run_stage(ctx: BuildContext) -> None:
+    prof = ctx.profile
+    chroot = Chroot(ctx.rootfs, ctx.log)
+    caches = {**apt_caches(ctx), PIP_CACHE: ctx.cache_dir / "pip"}
+    with chroot.session(caches):
+        chroot.run(["apt-get", "install", "-y", *prof.build_packages])
+        _install_venv(ctx, chroot)
+        if not ctx.spec.dev_mode:
+            # Build-only packages go again; dev mode keeps them, it reinstalls
+            # requirements from the controller's checkout at every start.
+            chroot.run(["apt-get", "purge", "-y", "--auto-remove", *prof.build_packages])
+        _trove_tree(ctx)
+        written = install_stage_files(ctx.rootfs, "agent", ctx.template_context())
+        if ctx.spec.dev_mode:
+            _dev_key(ctx, chroot)
+        units = [Path(p).name for p in written if p.endswith((".service", ".socket", ".timer"))]
+        enable = [u for u in units if u not in ("docker-hostnic.service", "guest-log-collection.service")]
+        chroot.run(["systemctl", "enable", *enable])

@@ -1,0 +1,109 @@
+"""normalize: remove build leftovers and per-instance identity; clamp every file time."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+from pathlib import Path
+
+from ..context import BuildContext
+
+DESCRIPTION = "scrub caches, logs, keys and identity; clamp file times"
+
+# Removed outright (globs relative to the guest root).
+REMOVE = [
+    "etc/ssh/ssh_host_*",            # generated at first boot (cloud-init or the ssh drop-in)
+    "etc/iptables/rules.v*",         # never the build host's firewall
+    "etc/apt/apt.conf.d/*unauthenticated*",
+    "var/lib/apt/lists/*",
+    "var/cache/apt/*.bin",
+    "var/cache/apt/archives/*.deb",
+    "var/cache/debconf/*-old",
+    "var/lib/dpkg/*-old",
+    "var/cache/ldconfig/aux-cache",
+    "var/lib/dbus/machine-id",
+    "var/lib/systemd/random-seed",
+    "var/lib/cloud/*",
+    "root/.cache",
+    "root/.wget-hsts",
+    "tmp/*",
+    "var/tmp/*",
+    "usr/share/man/*",
+    "usr/share/info/*",
+    "etc/resolv.conf",
+    "etc/hostname.trove-builder",
+    "usr/sbin/policy-rc.d",
+]
+TRUNCATE = ["etc/machine-id"]
+
+
+def _remove(root: Path, pattern: str) -> None:
+    for match in glob.glob(str(root / pattern)):
+        path = Path(match)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _strip_docs(root: Path) -> None:
+    """Docs of packages installed before the dpkg excludes took effect; licences stay."""
+    doc = root / "usr/share/doc"
+    for dirpath, _dirs, files in os.walk(doc):
+        for name in files:
+            if name != "copyright":
+                Path(dirpath, name).unlink()
+
+
+def _truncate_logs(root: Path) -> None:
+    for dirpath, _dirs, files in os.walk(root / "var/log"):
+        for name in files:
+            path = Path(dirpath) / name
+            if path.is_symlink():
+                continue
+            if name.endswith((".gz", ".xz", ".old")) or name[-2:-1] == "." and name[-1].isdigit():
+                path.unlink()
+            else:
+                path.write_bytes(b"")
+
+
+def _clamp_shadow(root: Path, epoch: int) -> None:
+    """The shadow file's 'last changed' day is the build day unless clamped."""
+    days = str(epoch // 86400)
+    for name in ("etc/shadow", "etc/shadow-"):
+        path = root / name
+        if not path.exists():
+            continue
+        lines = []
+        for line in path.read_text().splitlines():
+            fields = line.split(":")
+            if len(fields) > 2 and fields[2]:
+                fields[2] = days
+            lines.append(":".join(fields))
+        stat = path.stat()
+        path.write_text("\n".join(lines) + "\n")
+        os.chmod(path, stat.st_mode)
+
+
+def clamp_times(root: Path, epoch: int) -> None:
+    """No file in the image is newer than SOURCE_DATE_EPOCH (and none keeps a build-time stamp)."""
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(dirpath, name)
+            if os.lstat(path).st_mtime > epoch:
+                os.utime(path, (epoch, epoch), follow_symlinks=False)
+    os.utime(root, (epoch, epoch))
+
+
+def run_stage(ctx: BuildContext) -> None:
+    root = ctx.rootfs
+    for pattern in REMOVE:
+        _remove(root, pattern)
+    for name in TRUNCATE:
+        (root / name).write_bytes(b"")
+    _strip_docs(root)
+    _truncate_logs(root)
+    _clamp_shadow(root, ctx.spec.source_date_epoch)
+    # dpkg's database in its canonical form is left as is; only times are clamped.
+    clamp_times(root, ctx.spec.source_date_epoch)
