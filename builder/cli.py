@@ -148,3 +148,23 @@ def list_profiles() -> None:
 def version() -> None:
     """Print the trove-builder version."""
     print(__version__)
+
+
+@app.command()
+@guarded
+def check(
+    image: Path = typer.Argument(..., help="Image to check (qcow2 or raw)."),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="Default: IMAGE.manifest.json beside it."),
+) -> None:
+    """Check a built image against the Trove guest contract, offline (no boot)."""
+    from .contract import check_image
+
+    if not image.is_file():
+        raise UsageError(f"no image at {image}")
+    results = check_image(image, manifest)
+    for result in results:
+        print(f"{'PASS' if result.passed else 'FAIL'}  {result.name:<34} {result.detail}")
+    failed = [r for r in results if not r.passed]
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    if failed:
+        raise typer.Exit(1)

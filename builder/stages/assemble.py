@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..context import ROOT_LABEL, BuildContext
 from ..disk import Layout, embed_grub_bios
+from ..errors import BuilderError
 from ..proc import run
 
 DESCRIPTION = "build the GPT disk: ext4 root, ESP, GRUB for BIOS and UEFI"
@@ -63,12 +64,16 @@ def run_stage(ctx: BuildContext) -> None:
          "-d", ctx.rootfs, disk, str(layout.root.bytes // 4096)], ctx.log, env=env)
 
     esp_id = ctx.stable_uuid("esp")[:8]
-    run(["mkfs.fat", "-F", "32", "-S", "512", "-i", esp_id, "-n", "ESP", "--offset", str(layout.esp.start),
+    # One sector per cluster: a 64 MiB FAT32 needs >= 65525 clusters, or UEFI reads it as FAT16.
+    run(["mkfs.fat", "-F", "32", "-S", "512", "-s", "1", "-i", esp_id, "-n", "ESP", "--offset", str(layout.esp.start),
          disk, str(layout.esp.bytes // 1024)], ctx.log, env=env)
     images = _grub_images(ctx, root_uuid)
     esp = f"{disk}@@{layout.esp.offset}"
     run(["mmd", "-i", esp, "::/EFI", "::/EFI/BOOT"], ctx.log, env=env)
     run(["mcopy", "-i", esp, images["x86_64-efi"], "::/EFI/BOOT/BOOTX64.EFI"], ctx.log, env=env)
+    listing = run(["mdir", "-b", "-i", esp, "::/EFI/BOOT"], ctx.log, env=env, capture=True).stdout
+    if "BOOTX64.EFI" not in listing.upper():
+        raise BuilderError("the ESP does not hold EFI/BOOT/BOOTX64.EFI after copying it there")
     embed_grub_bios(disk, (GRUB_DIR / "i386-pc/boot.img").read_bytes(),
                     images["i386-pc"].read_bytes(), layout.bios)
     ctx.results["layout"] = {
