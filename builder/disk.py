@@ -74,8 +74,8 @@ class Layout:
 def embed_grub_bios(disk: Path, boot_img: bytes, core_img: bytes, bios: Partition) -> None:
     """Do what grub-bios-setup does for a GPT disk, on a file: boot.img in the MBR, core.img in
     the BIOS boot partition, the MBR's partition table and signature kept."""
-    if len(boot_img) != SECTOR:
-        raise ValueError("boot.img must be exactly one sector")
+    if len(boot_img) != SECTOR or boot_img[-2:] != b"\x55\xaa":
+        raise ValueError("boot.img must be one boot sector (512 bytes ending in 55 AA)")
     core_sectors = -(-len(core_img) // SECTOR)
     if core_sectors > bios.size:
         raise ValueError(f"core.img needs {core_sectors} sectors, BIOS boot partition has {bios.size}")

@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -84,7 +85,7 @@ def run_pipeline(spec: BuildSpec) -> dict:
     hooks.validate(spec.hooks_dir)
     prof = spec.profile
     spec.cache_dir.mkdir(parents=True, exist_ok=True)
-    work_dir = spec.work_dir or (spec.cache_dir / "work" / f"build-{os.getpid()}-{int(time.time())}")
+    work_dir = spec.work_dir or (spec.cache_dir / "work" / f"build-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}")
     if work_dir.exists() and any(work_dir.iterdir()):
         raise BuilderError(f"work dir {work_dir} is not empty")
     work_dir.mkdir(parents=True, exist_ok=True)

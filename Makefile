@@ -1,0 +1,58 @@
+# trove-builder: `make image` builds a Trove guest image in the builder container.
+SHELL := /bin/bash
+.DEFAULT_GOAL := image
+
+OS        ?= ubuntu
+RELEASE   ?= noble
+DEV_MODE  ?= false
+GUEST_USER ?= ubuntu
+OUTPUT    ?= images/trove-guest-$(OS)-$(RELEASE)$(if $(filter true,$(DEV_MODE)),-dev,).qcow2
+BUILD_ARGS ?=
+
+VENV      ?= .venv
+PYTHON    ?= python3
+TB        := $(VENV)/bin/trove-builder
+BUILDER_IMAGE ?= trove-builder:latest
+# The builder's base. Default: the digest-pinned debian:trixie in the Containerfile.
+# Without a registry, `make builder-base` makes one locally and this points at it.
+BUILDER_BASE ?= $(shell docker image inspect trove-builder-base:trixie >/dev/null 2>&1 && echo trove-builder-base:trixie)
+DEBIAN_MIRROR ?= http://deb.debian.org/debian
+PYTEST_ARGS ?=
+
+.PHONY: setup image builder builder-base venv test test-fast bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+setup:  ## a fresh Debian host: packages, Docker engine, venv, builder image (root)
+	bash scripts/setup-host.sh
+
+builder-base:  ## Debian trixie base made locally (mmdebstrap | docker import), for hosts without a registry
+	mmdebstrap --variant=minbase --include=ca-certificates trixie - $(DEBIAN_MIRROR) \
+	  | docker import - trove-builder-base:trixie
+
+builder:  ## the builder container image
+	docker build -f containerfiles/builder.Containerfile \
+	  $(if $(BUILDER_BASE),--build-arg BASE=$(BUILDER_BASE),) -t $(BUILDER_IMAGE) .
+
+image: venv  ## make image OS=ubuntu RELEASE=bionic [DEV_MODE=true] [GUEST_USER=ubuntu] [OUTPUT=...]
+	@docker image inspect $(BUILDER_IMAGE) >/dev/null 2>&1 || $(MAKE) builder
+	@mkdir -p $(dir $(OUTPUT))
+	$(TB) build $(OS) $(RELEASE) $(DEV_MODE) $(GUEST_USER) $(OUTPUT) --builder-image $(BUILDER_IMAGE) $(BUILD_ARGS)
+
+test: venv  ## the whole suite, real builds and boots included
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-fast: venv  ## unit tests only (seconds)
+	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: venv
+	@echo "make bench is not written yet (issue 6)"; exit 1
+
+clean:
+	rm -rf images build .pytest_cache

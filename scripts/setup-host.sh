@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Prepare a fresh Debian (bookworm or newer) host for trove-builder: the Docker
+# engine (started if it is not running), the tools the tests and boot tests use,
+# the Python venv, and the builder image. Idempotent; run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "setup-host.sh: run as root (it installs Debian packages and starts dockerd)" >&2
+    exit 1
+fi
+
+packages=(
+    docker.io                                   # the engine the builder container runs in
+    python3 python3-venv python3-pip            # the CLI and tests
+    mmdebstrap debian-archive-keyring           # the builder's base image, made locally
+    qemu-system-x86 qemu-utils ovmf             # boot tests: SeaBIOS and UEFI
+    e2fsprogs fdisk                             # offline image checks (debugfs, sfdisk)
+    rabbitmq-server openssh-server openssh-client rsync  # boot tests: broker, dev-mode controller
+    make git ca-certificates curl
+)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "==> installing: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The Debian rabbitmq-server package starts a system broker where systemd runs;
+# the boot test starts its own throwaway broker and does not need that one.
+
+if ! docker info >/dev/null 2>&1; then
+    echo "==> starting the Docker engine"
+    if [ -d /run/systemd/system ] && systemctl start docker 2>/dev/null; then
+        :
+    else
+        nohup dockerd >/var/log/trove-builder-dockerd.log 2>&1 &
+    fi
+    for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+    docker info >/dev/null 2>&1 || { echo "setup-host.sh: dockerd did not start (see /var/log/trove-builder-dockerd.log)" >&2; exit 1; }
+fi
+
+echo "==> Python venv"
+make --no-print-directory venv
+
+# Always (re)build the builder image: cheap when nothing changed (layer cache),
+# and it must carry this checkout's code.
+if true; then
+    # No registry may be reachable: make the trixie base locally unless the pinned one is present.
+    if ! docker image inspect trove-builder-base:trixie >/dev/null 2>&1 \
+       && ! docker pull -q "$(sed -n 's/^ARG BASE=//p' containerfiles/builder.Containerfile)" >/dev/null 2>&1; then
+        echo "==> making the builder's base image locally (mmdebstrap | docker import)"
+        make --no-print-directory builder-base
+    fi
+    echo "==> building the builder image"
+    make --no-print-directory builder >/dev/null
+fi
+echo "==> host ready"

@@ -1,0 +1,79 @@
+"""Shared fixtures: real images built once per session in the real builder container."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TB = [str(Path(sys.executable).parent / "trove-builder")]
+BUILDER_IMAGE = os.environ.get("TROVE_BUILDER_IMAGE", "trove-builder:test")
+ARCHIVES = {"ubuntu": "http://archive.ubuntu.com/ubuntu/dists/noble/Release",
+            "debian": "http://deb.debian.org/debian/dists/bookworm/Release"}
+
+
+def run_tb(*args: str, check: bool = False, timeout: int = 1800, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*TB, *args], capture_output=True, text=True, timeout=timeout, check=check,
+                          env={**os.environ, **(env or {})})
+
+
+def archive_answers(os_name: str) -> bool:
+    try:
+        with urllib.request.urlopen(ARCHIVES[os_name], timeout=20) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def docker_available() -> bool:
+    return shutil.which("docker") is not None and subprocess.call(
+        ["docker", "info"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) == 0
+
+
+@pytest.fixture(scope="session")
+def builder_image() -> str:
+    """The builder image with this checkout's code (docker's layer cache keeps this quick)."""
+    if not docker_available():
+        pytest.fail("the Docker engine is not running: run `make setup` (scripts/setup-host.sh) first")
+    base = subprocess.run(["docker", "image", "inspect", "trove-builder-base:trixie"], capture_output=True)
+    args = ["--build-arg", "BASE=trove-builder-base:trixie"] if base.returncode == 0 else []
+    subprocess.run(["docker", "build", "-q", "-f", "containerfiles/builder.Containerfile", *args,
+                    "-t", BUILDER_IMAGE, "."], cwd=REPO, check=True, capture_output=True)
+    return BUILDER_IMAGE
+
+
+class ImageBuilds:
+    """Builds each (os, release, dev_mode) at most once per session; failures are remembered."""
+
+    def __init__(self, root: Path, builder_image: str):
+        self.root = root
+        self.builder_image = builder_image
+        self.done: dict[tuple, tuple[Path, subprocess.CompletedProcess]] = {}
+
+    def get(self, os_name: str, release: str, dev_mode: bool = False, *extra: str) -> Path:
+        key = (os_name, release, dev_mode, extra)
+        if key not in self.done:
+            if os_name == "ubuntu" and not archive_answers("ubuntu"):
+                pytest.skip("the Ubuntu archive (archive.ubuntu.com) does not answer from this machine")
+            suffix = "-dev" if dev_mode else ""
+            out = self.root / f"{os_name}-{release}{suffix}-{abs(hash(extra)) % 10**6}" / f"trove-guest-{os_name}-{release}{suffix}.qcow2"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            result = run_tb("build", os_name, release, str(dev_mode).lower(), "ubuntu", str(out),
+                            "--builder-image", self.builder_image, *extra)
+            self.done[key] = (out, result)
+        out, result = self.done[key]
+        assert result.returncode == 0, f"build failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        return out
+
+
+@pytest.fixture(scope="session")
+def images(builder_image, tmp_path_factory) -> ImageBuilds:
+    keep = os.environ.get("TROVE_BUILDER_TEST_IMAGES")
+    root = Path(keep) if keep else tmp_path_factory.mktemp("images")
+    return ImageBuilds(root, builder_image)
