@@ -88,6 +88,8 @@ def build(
                                   help="Dev mode: copy guest logs to the controller."),
     ca_bundle: Optional[Path] = typer.Option(None, "--ca-bundle",
                                              help="CA bundle for HTTPS during the build (never kept)."),
+    pip_index_url: str = typer.Option("https://pypi.org/simple", "--pip-index-url", envvar="PIP_INDEX_URL",
+                                      help="Python package index for the agent venv."),
     docker_source: str = typer.Option("distro", "--docker-source", help="distro (docker.io) or docker-ce."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show every command's output."),
 ) -> None:
@@ -108,7 +110,7 @@ def build(
         keep_work_dir=keep_work_dir, cache_dir=cache_dir, controller_user=controller_user,
         controller_path=controller_path, dev_ssh_key=dev_ssh_key,
         sync_logs=parse_bool(sync_logs, "SYNC_LOG_TO_CONTROLLER"), ca_bundle=ca_bundle,
-        docker_source=docker_source, source_date_epoch=int(epoch), verbose=verbose,
+        pip_index_url=pip_index_url, docker_source=docker_source, source_date_epoch=int(epoch), verbose=verbose,
     ).validate()
     from . import hooks
 

@@ -47,8 +47,11 @@ class Image:
         if out.returncode != 0:
             self.__exit__(None, None, None)
             raise BuilderError(f"qemu-img cannot read {self.image}: {out.stderr.strip()}")
-        table = json.loads(subprocess.run(["sfdisk", "--json", str(self.raw)], capture_output=True,
-                                          text=True, check=True).stdout)["partitiontable"]
+        listed = subprocess.run(["sfdisk", "--json", str(self.raw)], capture_output=True, text=True)
+        if listed.returncode != 0 or not listed.stdout.strip():
+            self.__exit__(None, None, None)
+            raise BuilderError(f"{self.image} has no partition table: not a disk image")
+        table = json.loads(listed.stdout)["partitiontable"]
         self.table = table
         self.partitions = table.get("partitions", [])
         self.root_offset = self.partitions[-1]["start"] * table.get("sectorsize", 512)

@@ -94,8 +94,9 @@ def run_pipeline(spec: BuildSpec) -> dict:
     log = Log(log_path, verbose=spec.verbose, shown_as=display_path(log_path, spec.cache_dir))
     ctx = BuildContext(spec=spec, profile=prof, work_dir=work_dir, log=log)
     timings: list[tuple[str, float]] = []
+    shown_output = os.environ.get("TROVE_BUILDER_OUTPUT_SHOWN_AS", str(spec.output))
     say(f"trove-builder: {spec.os} {spec.release}, {'dev' if spec.dev_mode else 'production'} mode, "
-        f"trove {spec.resolved_agent_version}, {spec.size_gb} GB -> {spec.output}")
+        f"trove {spec.resolved_agent_version}, {spec.size_gb} GB -> {shown_output}")
     failed = True
     try:
         with _terminate_as_interrupt():
@@ -121,5 +122,5 @@ def run_pipeline(spec: BuildSpec) -> dict:
     for name, elapsed in timings:
         say(f"  {name:<10} {elapsed:7.1f}s")
     say(f"  {'total':<10} {total:7.1f}s")
-    say(f"image: {spec.output} ({ctx.results.get('bytes', 0) / 2**20:.0f} MiB, sha256 {ctx.results.get('sha256')})")
+    say(f"image: {shown_output} ({ctx.results.get('bytes', 0) / 2**20:.0f} MiB, sha256 {ctx.results.get('sha256')})")
     return {"timings": dict(timings), "sha256": ctx.results.get("sha256"), "output": str(spec.output)}

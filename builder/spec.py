@@ -85,6 +85,7 @@ class BuildSpec:
     dev_ssh_key: Path | None = None
     sync_logs: bool = False
     ca_bundle: Path | None = None
+    pip_index_url: str = "https://pypi.org/simple"
     docker_source: str = "distro"
     source_date_epoch: int = DEFAULT_SOURCE_DATE_EPOCH
     verbose: bool = False
@@ -111,6 +112,7 @@ class BuildSpec:
             "agent_source": self.agent_source,
             "mirror": self.mirror or self.profile.mirror,
             "docker_source": self.docker_source,
+            "pip_index_url": self.pip_index_url,
             "controller_user": self.controller_user if self.dev_mode else None,
             "controller_path": self.controller_path if self.dev_mode else None,
             "dev_ssh_key": bool(self.dev_ssh_key) if self.dev_mode else None,

@@ -84,6 +84,7 @@ def build(spec: BuildSpec, engine: str) -> int:
                            f"'make builder' or pass --builder-image") from None
     volumes, inner = _mounts(spec)
     env = {"TROVE_BUILDER_CACHE_SHOWN_AS": str(spec.cache_dir.resolve()),
+           "TROVE_BUILDER_OUTPUT_SHOWN_AS": str(spec.output.resolve()),
            "TROVE_BUILDER_OWNER": f"{os.getuid()}:{os.getgid()}"}
     name = f"trove-builder-{uuid.uuid4().hex[:12]}"
     container = client.containers.create(

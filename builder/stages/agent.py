@@ -39,7 +39,8 @@ def host_ca_bundle_path(explicit: Path | None) -> Path | None:
 
 
 def _pip(ctx: BuildContext, chroot: Chroot, *args: str) -> None:
-    env = {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1",
+    # Explicit index: old guests' bundled pip (bionic: 9.0.1) still defaults to pypi.python.org.
+    env = {"PIP_INDEX_URL": ctx.spec.pip_index_url, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1",
            "SOURCE_DATE_EPOCH": str(ctx.spec.source_date_epoch)}
     if (ctx.rootfs / GUEST_CA_PATH.lstrip("/")).exists():
         env["PIP_CERT"] = GUEST_CA_PATH

@@ -1,0 +1,73 @@
+"""Real images built in the real builder container, checked file by file against the Trove contract."""
+
+import hashlib
+import json
+import subprocess
+
+import pytest
+
+from builder.contract import check_image
+from builder.inspect import Image
+
+pytestmark = pytest.mark.slow
+
+TARGETS = [("debian", "bookworm"), ("ubuntu", "noble"), ("ubuntu", "bionic")]
+
+
+def qemu_img_info(path):
+    return json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(path)],
+                                     capture_output=True, text=True, check=True).stdout)
+
+
+@pytest.mark.parametrize("os_name,release", TARGETS)
+def test_image_is_a_valid_qcow2_with_manifest_and_checksum(images, os_name, release):
+    image = images.get(os_name, release)
+    assert subprocess.run(["qemu-img", "check", str(image)], capture_output=True).returncode == 0
+    info = qemu_img_info(image)
+    assert info["format"] == "qcow2" and info["virtual-size"] == 5 * 1024**3
+    digest = hashlib.sha256(image.read_bytes()).hexdigest()
+    assert (image.parent / (image.name + ".sha256")).read_text() == f"{digest}  {image.name}\n"
+    manifest = json.loads((image.parent / (image.name + ".manifest.json")).read_text())
+    assert manifest["image"]["sha256"] == digest
+    assert manifest["inputs"]["os"] == os_name and manifest["inputs"]["release"] == release
+    names = {p["name"] for p in manifest["packages"]}
+    assert {"cloud-init", "openssh-server", "docker.io", "sudo", "curl"} <= names
+    assert not {"build-essential", "gcc", "python3-dev"} & names, "build-only packages left in a production image"
+    assert any(p.lower().startswith("trove==") for p in manifest["agent"]["pip_freeze"])
+    # nothing half-written left beside the output
+    assert sorted(p.name for p in image.parent.iterdir()) == sorted(
+        [image.name, image.name + ".sha256", image.name + ".manifest.json"])
+
+
+@pytest.mark.parametrize("os_name,release", TARGETS)
+def test_image_meets_the_static_contract(images, os_name, release):
+    image = images.get(os_name, release)
+    failed = [f"{c.name}: {c.detail}" for c in check_image(image) if not c.passed]
+    assert not failed, failed
+
+
+@pytest.mark.parametrize("os_name,release", TARGETS)
+def test_units_and_files_trove_expects(images, os_name, release):
+    image = images.get(os_name, release)
+    with Image(image) as img:
+        unit = img.read("/etc/systemd/system/guest-agent.service")
+        assert "ExecStart=/usr/local/bin/guest-agent --config-dir=/etc/trove/conf.d" in unit
+        assert "User=ubuntu" in unit and "Restart=always" in unit
+        assert img.stat("/etc/systemd/system/multi-user.target.wants/guest-agent.service").kind == "symlink"
+        # production images carry neither the dev-only loader nor a key
+        assert not img.exists("/usr/local/sbin/trove-image-loader")
+        assert not img.exists("/home/ubuntu/.ssh/id_rsa")
+        assert img.stat("/home/ubuntu/.ssh").mode & 0o777 == 0o700
+        # no ssh host keys, no machine identity, no apt lists
+        assert not [n for n in img.listdir("/etc/ssh") if n.startswith("ssh_host_")]
+        assert img.read("/etc/machine-id") == ""
+        assert img.listdir("/var/lib/apt/lists") in ([], ["partial"], ["auxfiles", "partial"], ["lock", "partial"])
+        # kernel and initrd the static GRUB configuration points at
+        assert img.stat("/boot/vmlinuz").kind == "symlink" and img.stat("/boot/initrd.img").kind == "symlink"
+        grub = img.read("/boot/grub/grub.cfg")
+        assert "root=LABEL=cloudimg-rootfs" in grub and "console=ttyS0,115200" in grub
+        # the build host's CA bundle was only lent to pip
+        assert not img.exists("/tmp/trove-builder-ca.pem")
+        assert "ip_forward = 1" in img.read("/etc/sysctl.d/60-trove-ip-forward.conf")
+        # every file time clamped to SOURCE_DATE_EPOCH
+        assert "2026-01-01" in img.debugfs("stat /etc/trove/conf.d") or "Jan  1 00:00:00 2026" in img.debugfs("stat /etc/trove/conf.d")
