@@ -67,20 +67,26 @@ def run(
         text=True,
         errors="replace",
     )
-    if capture:
-        out, err = proc.communicate(input)
-        log.write(err or "")
-        lines = (err or "").splitlines()
-    else:
-        if input is not None:
-            proc.stdin.write(input)
-            proc.stdin.close()
-        tail: deque[str] = deque(maxlen=TAIL_LINES)
-        for line in proc.stdout:
-            log.write(line)
-            tail.append(line.rstrip("\n"))
+    try:
+        if capture:
+            out, err = proc.communicate(input)
+            log.write(err or "")
+            lines = (err or "").splitlines()
+        else:
+            if input is not None:
+                proc.stdin.write(input)
+                proc.stdin.close()
+            tail: deque[str] = deque(maxlen=TAIL_LINES)
+            for line in proc.stdout:
+                log.write(line)
+                tail.append(line.rstrip("\n"))
+            proc.wait()
+            out, lines = "", list(tail)
+    except BaseException:
+        # Interrupted (Ctrl-C, SIGTERM): the child must not outlive us and keep writing.
+        proc.kill()
         proc.wait()
-        out, lines = "", list(tail)
+        raise
     result = subprocess.CompletedProcess(argv, proc.returncode, out, "")
     if check and proc.returncode != 0:
         where = f" (full log: {log.shown_as})" if log.shown_as else ""
