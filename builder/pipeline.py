@@ -11,14 +11,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import hooks
+from . import dpkg, hooks
 from .chroot import mounts_below, unmount_all
 from .context import BuildContext
 from .errors import BuilderError
 from .proc import Log
 from .spec import BuildSpec
 from .stages import agent, assemble, bootstrap, export, normalize, system
-from .stages.export import dpkg_packages
 
 
 def _pre_install_hooks(ctx: BuildContext) -> None:
@@ -29,7 +28,7 @@ def _pre_install_hooks(ctx: BuildContext) -> None:
 def _post_install_hooks(ctx: BuildContext) -> None:
     for phase in ("install.d", "post-install.d", "finalise.d"):
         hooks.run_phase(ctx, phase)
-    ctx.results["packages"] = dpkg_packages(ctx.rootfs)
+    ctx.results["packages"] = dpkg.installed(ctx.rootfs)
 
 
 # (name, what it does, function). Hooks sit where diskimage-builder's phases do.

@@ -10,6 +10,7 @@ from ..chroot import Chroot
 from ..context import GUEST_CA_PATH, VENV, BuildContext
 from ..render import guest_ids, install_stage_files, write_into
 from .bootstrap import apt_caches
+from .. import dpkg
 
 DESCRIPTION = "install the Trove guest agent and its units"
 
@@ -62,6 +63,10 @@ def _freeze(ctx: BuildContext) -> list[str]:
         if name and version:
             found.append(f"{name}=={version}")
     return sorted(found, key=str.lower)
+
+
+def installed_packages(ctx: BuildContext) -> set[str]:
+    return {p["name"] for p in dpkg.installed(ctx.rootfs)}
 
 
 def _install_venv(ctx: BuildContext, chroot: Chroot) -> None:
@@ -130,12 +135,16 @@ def run_stage(ctx: BuildContext) -> None:
     chroot = Chroot(ctx.rootfs, ctx.log)
     caches = {**apt_caches(ctx), PIP_CACHE: ctx.cache_dir / "pip"}
     with chroot.session(caches):
+        before = installed_packages(ctx)
         chroot.run(["apt-get", "install", "-y", *prof.build_packages])
         _install_venv(ctx, chroot)
         if not ctx.spec.dev_mode:
-            # Build-only packages go again; dev mode keeps them, it reinstalls
-            # requirements from the controller's checkout at every start.
-            chroot.run(["apt-get", "purge", "-y", "--auto-remove", *prof.build_packages])
+            # Exactly what the build step added goes again (apt's autoremove would keep
+            # compilers that some installed package merely recommends). Dev mode keeps
+            # them: it reinstalls requirements from the controller's checkout at every start.
+            added = sorted(installed_packages(ctx) - before)
+            if added:
+                chroot.run(["apt-get", "purge", "-y", *added])
         _trove_tree(ctx)
         written = install_stage_files(ctx.rootfs, "agent", ctx.template_context())
         if ctx.spec.dev_mode:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 from pathlib import Path
 
 from .. import __version__, qemu_img
@@ -49,14 +48,6 @@ def temp_name(final: Path) -> Path:
     """Where a file is written before it is renamed to `final` (same directory, so rename is atomic)."""
     return final.with_name(f".{final.name}.partial-{os.getpid()}")
 
-
-def dpkg_packages(root: Path) -> list[dict[str, str]]:
-    out = subprocess.run(
-        ["dpkg-query", f"--admindir={root}/var/lib/dpkg", "-W", "-f", "${Package}\t${Version}\t${Architecture}\n"],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    rows = [line.split("\t") for line in out.splitlines() if line]
-    return [{"name": n, "version": v, "arch": a} for n, v, a in sorted(rows)]
 
 
 def manifest_path(image: Path) -> Path:

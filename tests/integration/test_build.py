@@ -71,3 +71,37 @@ def test_units_and_files_trove_expects(images, os_name, release):
         assert "ip_forward = 1" in img.read("/etc/sysctl.d/60-trove-ip-forward.conf")
         # every file time clamped to SOURCE_DATE_EPOCH
         assert "2026-01-01" in img.debugfs("stat /etc/trove/conf.d") or "Jan  1 00:00:00 2026" in img.debugfs("stat /etc/trove/conf.d")
+
+
+@pytest.fixture(scope="session")
+def dev_key(tmp_path_factory):
+    key = tmp_path_factory.mktemp("devkey") / "id_deploy"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "trove-dev-deploy", "-f", str(key)], check=True)
+    return key
+
+
+@pytest.fixture(scope="session")
+def dev_image(images, dev_key):
+    return images.get("debian", "bookworm", True, "--dev-ssh-key", str(dev_key),
+                      "--controller-user", "stack", "--controller-path", "/opt/stack/trove")
+
+
+def test_dev_image_syncs_code_from_the_controller_with_the_operators_key(dev_image, dev_key):
+    assert dev_image.name == "trove-guest-debian-bookworm-dev.qcow2"
+    with Image(dev_image) as img:
+        unit = img.read("/etc/systemd/system/guest-agent.service")
+        assert "stack@${CONTROLLER}:/opt/stack/trove/ /home/ubuntu/trove" in unit
+        assert "contrib/trove-guestagent" in unit and "EnvironmentFile=/etc/trove/controller.conf" in unit
+        key = img.stat("/home/ubuntu/.ssh/id_rsa")
+        assert key.mode & 0o777 == 0o600 and key.uid == 1000
+        assert img.read("/home/ubuntu/.ssh/id_rsa") == dev_key.read_text()
+        assert img.read("/home/ubuntu/.ssh/id_rsa.pub").split()[:2] == dev_key.with_suffix(".pub").read_text().split()[:2]
+        assert img.exists("/usr/local/sbin/trove-image-loader") and img.exists("/usr/local/sbin/fix-default-route")
+        assert "trove-image-loader.service" in img.listdir("/etc/systemd/system/multi-user.target.wants")
+        assert not img.exists("/usr/local/bin/guest-agent")  # production's entry point only
+        # dev mode reinstalls requirements at every start: the compilers stay
+        assert img.exists("/usr/bin/gcc")
+    manifest = json.loads((dev_image.parent / (dev_image.name + ".manifest.json")).read_text())
+    assert manifest["inputs"]["dev_mode"] is True and manifest["agent"]["dev_ssh_key"] is True
+    failed = [f"{c.name}: {c.detail}" for c in check_image(dev_image) if not c.passed]
+    assert not failed, failed
