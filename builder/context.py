@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .chroot import Chroot
 from .profile import Profile
 from .proc import Log
 from .spec import BuildSpec
@@ -43,6 +44,10 @@ class BuildContext:
     def stable_uuid(self, purpose: str) -> str:
         """A UUID derived from the inputs, so filesystems and partitions are the same every build."""
         return str(uuid.uuid5(uuid.NAMESPACE_URL, f"trove-builder:{self.input_digest}:{purpose}"))
+
+    def chroot(self, env: dict[str, str] | None = None) -> "Chroot":
+        """The guest root, entered with the build's clamped clock (initramfs, pyc, docs honour it)."""
+        return Chroot(self.rootfs, self.log, {"SOURCE_DATE_EPOCH": str(self.spec.source_date_epoch), **(env or {})})
 
     @property
     def guest_home(self) -> str:

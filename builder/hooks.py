@@ -6,7 +6,6 @@ import os
 import shutil
 from pathlib import Path
 
-from .chroot import Chroot
 from .context import BuildContext
 from .errors import BuilderError, UsageError
 from .proc import run
@@ -69,7 +68,7 @@ def run_phase(ctx: BuildContext, phase: str) -> list[str]:
             _run_one(ctx, phase, hook, lambda h: run([h], ctx.log, env={**env, "TARGET_ROOT": str(ctx.rootfs)}))
         return [h.name for h in hooks]
     staging = ctx.rootfs / HOOK_DIR_IN_GUEST.lstrip("/")
-    chroot = Chroot(ctx.rootfs, ctx.log, env)
+    chroot = ctx.chroot(env)
     try:
         staging.mkdir(parents=True, exist_ok=True)
         with chroot.session():

@@ -82,7 +82,7 @@ def _install_venv(ctx: BuildContext, chroot: Chroot) -> None:
     finally:
         ca_inside.unlink(missing_ok=True)
     # Byte-compile once, with hashes instead of build-time stamps (reproducible).
-    compile_args = ["-m", "compileall", "-q", "-j", "0"]
+    compile_args = ["-m", "compileall", "-f", "-q", "-j", "0"]
     if prof.python_version >= (3, 7):
         compile_args += ["--invalidation-mode", "checked-hash"]
     chroot.run([f"{VENV}/bin/python", *compile_args, VENV], check=False)
@@ -132,7 +132,7 @@ def _dev_key(ctx: BuildContext, chroot: Chroot) -> None:
 
 def run_stage(ctx: BuildContext) -> None:
     prof = ctx.profile
-    chroot = Chroot(ctx.rootfs, ctx.log)
+    chroot = ctx.chroot()
     caches = {**apt_caches(ctx), PIP_CACHE: ctx.cache_dir / "pip"}
     with chroot.session(caches):
         before = installed_packages(ctx)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from ..chroot import Chroot
 from ..context import BuildContext
 from ..proc import run
 from ..render import install_stage_files
@@ -37,7 +36,7 @@ def run_stage(ctx: BuildContext) -> None:
         env={"SOURCE_DATE_EPOCH": str(spec.source_date_epoch)},
     )
     install_stage_files(ctx.rootfs, "bootstrap", ctx.template_context())
-    chroot = Chroot(ctx.rootfs, ctx.log)
+    chroot = ctx.chroot()
     with chroot.session(apt_caches(ctx)):
         chroot.run(["apt-get", "update"])
         chroot.run(["apt-get", "-y", "-o", "Dpkg::Options::=--force-confold", "dist-upgrade"])

@@ -64,7 +64,7 @@ def _create_guest_user(ctx: BuildContext, chroot: Chroot) -> None:
 
 
 def run_stage(ctx: BuildContext) -> None:
-    chroot = Chroot(ctx.rootfs, ctx.log)
+    chroot = ctx.chroot()
     with chroot.session(apt_caches(ctx)):
         chroot.run(["debconf-set-selections"], input=DEBCONF_SELECTIONS)
         chroot.run(

@@ -1,7 +1,5 @@
 """Bad input: one clear line on stderr, a non-zero exit, no traceback, nothing under the output name."""
 
-import os
-import stat
 
 import pytest
 
