@@ -170,3 +170,49 @@ def check(
     print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
     if failed:
         raise typer.Exit(1)
+
+
+@app.command("boot-test")
+@guarded
+def boot_test(
+    image: Path = typer.Argument(..., help="Image to boot (never modified: a copy-on-write overlay is used)."),
+    datastore: str = typer.Option("mysql", "--datastore", help="datastore_manager in guest_info.conf."),
+    datastore_version: str = typer.Option("8.4", "--datastore-version"),
+    guest_user: str = typer.Option("ubuntu", "--guest-user", help="Owner of the injected config files."),
+    firmware: str = typer.Option("bios", "--firmware", help="bios (SeaBIOS) or uefi (OVMF)."),
+    timeout: float = typer.Option(900.0, "--timeout", help="Seconds for the whole test (TCG is slow)."),
+    data_disk_gb: float = typer.Option(2.0, "--data-disk-gb", help="Blank second disk for the data volume."),
+    controller_source: Optional[Path] = typer.Option(
+        None, "--controller-source", help="Dev-mode image: trove source tree the guest syncs from."),
+    controller_key: Optional[Path] = typer.Option(
+        None, "--controller-key", help="Dev mode: the private key the image was built with (--dev-ssh-key)."),
+    controller_user: str = typer.Option("stack", "--controller-user", envvar="HOST_SCP_USERNAME"),
+    controller_path: str = typer.Option("/opt/stack/trove", "--controller-path"),
+    console_log: Optional[Path] = typer.Option(None, "--console-log", help="Keep the serial console here."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON here."),
+) -> None:
+    """Boot an image under QEMU as Trove would and check the guest agent answers RPC."""
+    if not image.is_file():
+        raise UsageError(f"no image at {image}")
+    if firmware not in ("bios", "uefi"):
+        raise UsageError(f"firmware must be bios or uefi, not '{firmware}'")
+    if controller_source is not None:
+        if not controller_source.is_dir():
+            raise UsageError(f"controller source {controller_source} is not a directory")
+        if controller_key is None or not controller_key.is_file():
+            raise UsageError("--controller-source needs --controller-key, the private key the dev image was built with")
+    from .verify import render_result_table, run_boot_test
+
+    result = run_boot_test(
+        image, datastore=datastore, datastore_version=datastore_version, guest_user=guest_user,
+        firmware=firmware, timeout=timeout, data_disk_gb=data_disk_gb,
+        controller_source=controller_source, controller_key=controller_key,
+        controller_user=controller_user, controller_path=controller_path, console_log=console_log,
+        progress=lambda line: print(line, flush=True),
+    )
+    print(render_result_table(result))
+    if json_out is not None:
+        json_out.write_text(result.to_json() + "\n")
+    if not result.passed:
+        print(f"trove-builder: boot test failed: {result.reason}", file=sys.stderr)
+        raise typer.Exit(1)

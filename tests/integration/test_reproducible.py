@@ -1,0 +1,27 @@
+"""Same inputs, same bytes: a second build under a different host setup gives the same image."""
+
+import os
+import subprocess
+
+import pytest
+
+from tests.conftest import TB
+
+pytestmark = pytest.mark.slow
+
+
+def test_bookworm_is_bit_identical_across_tz_umask_locale_and_work_dir(images, builder_image, tmp_path):
+    first = images.get("debian", "bookworm")
+    out = tmp_path / "elsewhere" / first.name
+    out.parent.mkdir()
+    env = {**os.environ, "TZ": "Asia/Tokyo", "LC_ALL": "C", "LANG": "C"}
+    result = subprocess.run(
+        ["sh", "-c", 'umask 077 && exec "$@"', "sh", *TB, "build", "debian", "bookworm", "false", "ubuntu",
+         str(out), "--builder-image", builder_image, "--work-dir", str(tmp_path / "scratch")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    first_sum = (first.parent / (first.name + ".sha256")).read_text().split()[0]
+    second_sum = (out.parent / (out.name + ".sha256")).read_text().split()[0]
+    assert second_sum == first_sum, "the image depends on the build host's TZ, umask, locale or work dir"
+    assert (out.parent / (out.name + ".manifest.json")).read_text() == \
+        (first.parent / (first.name + ".manifest.json")).read_text()
