@@ -77,3 +77,16 @@ def images(builder_image, tmp_path_factory) -> ImageBuilds:
     keep = os.environ.get("TROVE_BUILDER_TEST_IMAGES")
     root = Path(keep) if keep else tmp_path_factory.mktemp("images")
     return ImageBuilds(root, builder_image)
+
+
+@pytest.fixture(scope="session")
+def dev_key(tmp_path_factory):
+    key = tmp_path_factory.mktemp("devkey") / "id_deploy"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "trove-dev-deploy", "-f", str(key)], check=True)
+    return key
+
+
+@pytest.fixture(scope="session")
+def dev_image(images, dev_key):
+    return images.get("debian", "bookworm", True, "--dev-ssh-key", str(dev_key),
+                      "--controller-user", "stack", "--controller-path", "/opt/stack/trove")

@@ -3,7 +3,6 @@
 import subprocess
 import sys
 import tarfile
-from pathlib import Path
 
 import pytest
 

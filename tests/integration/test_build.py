@@ -73,19 +73,6 @@ def test_units_and_files_trove_expects(images, os_name, release):
         assert "2026-01-01" in img.debugfs("stat /etc/trove/conf.d") or "Jan  1 00:00:00 2026" in img.debugfs("stat /etc/trove/conf.d")
 
 
-@pytest.fixture(scope="session")
-def dev_key(tmp_path_factory):
-    key = tmp_path_factory.mktemp("devkey") / "id_deploy"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "trove-dev-deploy", "-f", str(key)], check=True)
-    return key
-
-
-@pytest.fixture(scope="session")
-def dev_image(images, dev_key):
-    return images.get("debian", "bookworm", True, "--dev-ssh-key", str(dev_key),
-                      "--controller-user", "stack", "--controller-path", "/opt/stack/trove")
-
-
 def test_dev_image_syncs_code_from_the_controller_with_the_operators_key(dev_image, dev_key):
     assert dev_image.name == "trove-guest-debian-bookworm-dev.qcow2"
     with Image(dev_image) as img:
