@@ -106,6 +106,19 @@ def test_uefi_uses_a_pflash_pair_with_a_private_vars_copy(tmp_path, monkeypatch)
     pflash = [d for d in _opt_values(argv, "-drive") if d.startswith("if=pflash")]
     assert pflash == ["if=pflash,format=raw,unit=0,readonly=on,file=/fw/CODE.fd",
                       f"if=pflash,format=raw,unit=1,file={tmp_path / 'VARS.fd'}"]
+    # Under OVMF the guest kernel does not see an IDE CD-ROM on i440fx: SCSI CD-ROM instead.
+    devices = _opt_values(argv, "-device")
+    assert "scsi-cd,drive=cd0,bus=scsi0.0" in devices
+    assert not any(d.startswith("ide-cd") for d in devices)
+
+
+def test_cdrom_bus_can_be_forced(tmp_path, monkeypatch):
+    argv, _ = _cmd(tmp_path, monkeypatch, usable=False, firmware="uefi", cdrom="ide")
+    assert "ide-cd,drive=cd0,bus=ide.1,unit=0" in _opt_values(argv, "-device")
+    argv, _ = _cmd(tmp_path, monkeypatch, usable=False, cdrom="virtio-scsi")
+    assert "scsi-cd,drive=cd0,bus=scsi0.0" in _opt_values(argv, "-device")
+    with pytest.raises(qemu.VMError, match="unknown cdrom"):
+        _cmd(tmp_path, monkeypatch, usable=False, cdrom="floppy")
 
 
 def test_no_data_disk_for_the_negative_test(tmp_path, monkeypatch):
