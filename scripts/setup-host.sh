@@ -16,7 +16,7 @@ packages=(
     mmdebstrap debian-archive-keyring           # the builder's base image, made locally
     qemu-system-x86 qemu-utils ovmf             # boot tests: SeaBIOS and UEFI
     e2fsprogs fdisk                             # offline image checks (debugfs, sfdisk)
-    rabbitmq-server openssh-server openssh-client rsync  # boot tests: broker, dev-mode controller
+    rabbitmq-server rsync openssh-client        # boot tests: broker, dev-mode controller (rsync), test keys
     make git ca-certificates curl
 )
 missing=()
