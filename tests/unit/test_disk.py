@@ -20,16 +20,25 @@ def test_layout_puts_root_last_and_aligned():
     assert layout.total_bytes == 5 * 1024**3
 
 
-@needs_sfdisk
-def test_sfdisk_reads_back_the_table_we_wrote(tmp_path):
-    layout = Layout.for_size(2)
+UUIDS = {"bios": "11111111-1111-1111-1111-111111111111", "esp": "22222222-2222-2222-2222-222222222222",
+         "root": "33333333-3333-3333-3333-333333333333"}
+
+
+def partitioned_disk(tmp_path, layout):
+    """A sparse disk file with our GPT written by the real sfdisk."""
     disk = tmp_path / "disk.raw"
     with open(disk, "wb") as fh:
         fh.truncate(layout.total_bytes)
-    uuids = {"bios": "11111111-1111-1111-1111-111111111111", "esp": "22222222-2222-2222-2222-222222222222",
-             "root": "33333333-3333-3333-3333-333333333333"}
-    script = layout.sfdisk_script("44444444-4444-4444-4444-444444444444", uuids)
+    script = layout.sfdisk_script("44444444-4444-4444-4444-444444444444", UUIDS)
     subprocess.run(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", str(disk)], input=script, text=True, check=True)
+    return disk
+
+
+@needs_sfdisk
+def test_sfdisk_reads_back_the_table_we_wrote(tmp_path):
+    layout = Layout.for_size(2)
+    disk = partitioned_disk(tmp_path, layout)
+    uuids = UUIDS
     table = json.loads(subprocess.run(["sfdisk", "--json", str(disk)], capture_output=True, text=True).stdout)
     parts = table["partitiontable"]["partitions"]
     assert [p["uuid"] for p in parts] == [uuids["bios"].upper(), uuids["esp"].upper(), uuids["root"].upper()]
@@ -40,12 +49,7 @@ def test_sfdisk_reads_back_the_table_we_wrote(tmp_path):
 @needs_sfdisk
 def test_bios_embedding_keeps_the_partition_table(tmp_path):
     layout = Layout.for_size(2)
-    disk = tmp_path / "disk.raw"
-    with open(disk, "wb") as fh:
-        fh.truncate(layout.total_bytes)
-    uuids = {n: f"{i}{i}{i}{i}{i}{i}{i}{i}-0000-0000-0000-000000000000" for i, n in enumerate(["bios", "esp", "root"], 1)}
-    subprocess.run(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", str(disk)], check=True, text=True,
-                   input=layout.sfdisk_script("99999999-0000-0000-0000-000000000000", uuids))
+    disk = partitioned_disk(tmp_path, layout)
     before = disk.read_bytes()[:SECTOR]
     boot = (bytes(range(256)) * 2)[:-2] + b"\x55\xaa"
     core = bytearray(b"\xAA" * (SECTOR * 3 + 100))
