@@ -24,7 +24,7 @@ from .controller import GUEST_CONTROLLER_ADDR, ControllerError, FakeController
 from .console import CLOUD_INIT_DONE, KERNEL_STARTED, LOGIN_PROMPT, ConsoleWatcher
 from .qemu import GiB, VMConfig, VMError, boot_vm, image_info
 from .rabbitmq import rabbitmq_broker
-from .rpc import FS_STATS_KEYS, GuestClient
+from .rpc import FS_STATS_KEYS, FS_STATS_LATER_KEYS, GuestClient
 
 DEFAULT_TIMEOUT = 900.0      # TCG boots are slow: the first rpc_ping may come 2-5 min after start
 KERNEL_WATCHDOG = 240.0      # no kernel line by then: the accelerator (or the boot loader) is stuck
@@ -132,9 +132,13 @@ def _check_fs_stats(result: BootTestResult, stats, data_gb: float, root_gb: floa
         result.check("get_filesystem_stats", False, f"returned {stats!r}, not a dict")
         result.fail(f"get_filesystem_stats returned {type(stats).__name__}, not a dict")
         return
-    missing = [k for k in FS_STATS_KEYS if k not in stats]
+    missing = [k for k in FS_STATS_KEYS if k not in stats and k not in FS_STATS_LATER_KEYS]
     result.check("get_filesystem_stats keys", not missing,
                  "all of " + ", ".join(FS_STATS_KEYS) if not missing else "missing " + ", ".join(missing))
+    older = [k for k in FS_STATS_LATER_KEYS if k not in stats]
+    if older:
+        result.check("get_filesystem_stats newer keys", False,
+                     f"no {', '.join(older)} (an older agent)", required=False)
     total = stats.get("total")
     try:
         total = float(total)

@@ -83,6 +83,19 @@ def test_a_good_boot_passes_with_timings_and_a_warning(tmp_path):
     assert warn[0].detail.startswith("Running module locale") and "<module" not in warn[0].detail
 
 
+def test_an_older_agent_without_avail_blocks_passes_with_a_warning(tmp_path):
+    stats = {k: v for k, v in STATS.items() if k != "avail_blocks"}  # trove 17 (bionic) reports no avail_blocks
+    result, _, _ = _run(tmp_path, GOOD_CONSOLE, _ok(), stats)
+    assert result.passed, result.reason
+    assert "get_filesystem_stats newer keys" in [c.name for c in result.warnings]
+
+
+def test_stats_missing_a_key_every_agent_has_fail(tmp_path):
+    stats = {k: v for k, v in STATS.items() if k != "free_blocks"}
+    result, _, _ = _run(tmp_path, GOOD_CONSOLE, _ok(), stats)
+    assert not result.passed
+
+
 def test_root_filesystem_stats_fail(tmp_path):
     result, _, _ = _run(tmp_path, GOOD_CONSOLE, _ok(), {**STATS, "total": 4.8})
     assert not result.passed and "/dev/vdb was not mounted" in result.reason
