@@ -67,7 +67,7 @@ def broken_agent_image(images, tmp_path_factory):
 
 
 def test_image_whose_agent_cannot_start_fails_with_a_clear_reason(broken_agent_image, tmp_path):
-    result = run_boot_test(broken_agent_image, timeout=300, console_log=tmp_path / "console.log")
+    result = run_boot_test(broken_agent_image, timeout=240, console_log=tmp_path / "console.log")
     assert not result.passed
     assert "rpc_ping" in result.reason or "agent" in result.reason, result.reason
     assert result.serial_tail, "a failed boot test shows the end of the console"
