@@ -14,6 +14,7 @@ import subprocess
 import pytest
 
 from builder.verify import procs
+from builder.verify.procs import pid_alive
 from builder.verify.qemu import VMConfig, VMError, boot_vm
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None,
@@ -31,12 +32,6 @@ def _sha(path) -> str:
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ", 1)[1][0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
 
 
 def test_uefi_firmware_boots_and_everything_is_removed(blank, tmp_path):
@@ -57,9 +52,9 @@ def test_uefi_firmware_boots_and_everything_is_removed(blank, tmp_path):
         assert data["virtual-size"] == 2 * 1024 ** 3
         assert (vm.workdir / "OVMF_VARS.fd").is_file()
         pid, workdir, marker = vm.proc.pid, vm.workdir, vm.marker
-    assert not _alive(pid)
+    assert not pid_alive(pid)
     assert not workdir.exists()
-    assert [p for p in procs.marked_pids(marker) if _alive(p)] == []
+    assert [p for p in procs.marked_pids(marker) if pid_alive(p)] == []
     assert _sha(blank) == before  # the image under test is never written
     assert serial.exists()  # an explicit console log is kept
 
@@ -71,7 +66,7 @@ def test_qemu_is_ended_on_keyboard_interrupt(blank):
             seen.update(pid=vm.proc.pid, workdir=vm.workdir)
             assert vm.alive()
             raise KeyboardInterrupt
-    assert not _alive(seen["pid"])
+    assert not pid_alive(seen["pid"])
     assert not seen["workdir"].exists()
 
 
@@ -90,13 +85,13 @@ def test_qemu_is_ended_when_the_harness_gets_sigterm(blank, tmp_path):
         line = proc.stdout.readline().split()
         assert line, "QEMU did not start in the child"
         pid, workdir = int(line[0]), line[1]
-        assert _alive(pid)
+        assert pid_alive(pid)
         proc.terminate()
         assert proc.wait(timeout=60) == 143
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert not _alive(pid)
+    assert not pid_alive(pid)
     assert not os.path.exists(workdir)
 
 

@@ -13,6 +13,7 @@ import warnings
 
 import pytest
 
+from builder.verify.procs import pid_alive
 from builder.verify import procs
 from builder.verify.rabbitmq import Broker, amqp_login, rabbitmq_broker
 from builder.verify.rpc import GuestClient, guest_topic, messaging_conf
@@ -59,12 +60,6 @@ class FakeAgentServer:
         self.transport.cleanup()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ", 1)[1][0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -149,12 +144,12 @@ def test_rpc_ping_stops_when_told(broker: Broker):
 def test_broker_is_gone_afterwards():
     with rabbitmq_broker() as b:
         pids, base, marker, port = list(b.pids), b.base_dir, b.marker, b.port
-        assert all(_alive(p) for p in pids)
+        assert all(pid_alive(p) for p in pids)
         assert base.is_dir()
         assert procs.marked_pids(marker)  # beam, epmd, erl_child_setup, ...
         assert procs.port_open("127.0.0.1", port)
-    assert not any(_alive(p) for p in pids)
-    assert [p for p in procs.marked_pids(marker) if _alive(p)] == []
+    assert not any(pid_alive(p) for p in pids)
+    assert [p for p in procs.marked_pids(marker) if pid_alive(p)] == []
     assert not base.exists()
     assert not procs.port_open("127.0.0.1", port)
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
@@ -167,8 +162,8 @@ def test_broker_is_gone_after_an_exception():
         with rabbitmq_broker() as b:
             seen.update(pids=list(b.pids), base=b.base_dir, marker=b.marker)
             raise RuntimeError("boom")
-    assert not any(_alive(p) for p in seen["pids"])
-    assert [p for p in procs.marked_pids(seen["marker"]) if _alive(p)] == []
+    assert not any(pid_alive(p) for p in seen["pids"])
+    assert [p for p in procs.marked_pids(seen["marker"]) if pid_alive(p)] == []
     assert not seen["base"].exists()
 
 
@@ -194,5 +189,5 @@ def test_broker_is_gone_after_sigterm(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert [p for p in procs.marked_pids(marker) if _alive(p)] == []
+    assert [p for p in procs.marked_pids(marker) if pid_alive(p)] == []
     assert not os.path.exists(base)
