@@ -51,7 +51,7 @@ make --no-print-directory venv
 if true; then
     # No registry may be reachable: make the trixie base locally unless the pinned one is present.
     if ! docker image inspect trove-builder-base:trixie >/dev/null 2>&1 \
-       && ! docker pull -q "$(sed -n 's/^ARG BASE=//p' containerfiles/builder.Containerfile)" >/dev/null 2>&1; then
+       && ! timeout 120 docker pull -q "$(sed -n 's/^ARG BASE=//p' containerfiles/builder.Containerfile)" >/dev/null 2>&1; then
         echo "==> making the builder's base image locally (mmdebstrap | docker import)"
         make --no-print-directory builder-base
     fi
