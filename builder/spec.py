@@ -46,6 +46,17 @@ def default_cache_dir() -> Path:
     return Path(base) / "trove-builder"
 
 
+def host_ca_bundle_path(explicit: Path | None) -> Path | None:
+    """The CA bundle the build host trusts (HTTPS may be intercepted); lent to pip for the build only."""
+    if explicit:
+        return explicit
+    for var in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+        if os.environ.get(var) and Path(os.environ[var]).is_file():
+            return Path(os.environ[var])
+    default = Path("/etc/ssl/certs/ca-certificates.crt")
+    return default if default.is_file() else None
+
+
 def agent_min_python(agent_version: str) -> tuple[int, int] | None:
     """Oldest guest Python the Trove release `agent_version` runs on, None if unknown."""
     table = yaml.safe_load((profiles.PROFILE_DIR / "_trove.yaml").read_text())["min_python"]

@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 from ..errors import BuilderError
-from ..spec import BuildSpec
+from ..spec import BuildSpec, host_ca_bundle_path
 
 LABEL = "trove-builder"
 # The fewest privileges debootstrap, chroot mounts and mknod need (--privileged is not required).
@@ -65,8 +65,6 @@ def _mounts(spec: BuildSpec) -> tuple[dict, BuildSpec]:
         inner.hooks_dir = Path(mount(spec.hooks_dir, "/hooks", "ro"))
     if spec.dev_ssh_key:
         inner.dev_ssh_key = Path(mount(spec.dev_ssh_key, "/run/trove-builder/dev-key", "ro"))
-    from ..stages.agent import host_ca_bundle_path
-
     ca = host_ca_bundle_path(spec.ca_bundle)
     inner.ca_bundle = Path(mount(ca, "/run/trove-builder/ca.pem", "ro")) if ca else None
     return volumes, inner

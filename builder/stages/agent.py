@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..chroot import Chroot
 from ..context import GUEST_CA_PATH, VENV, BuildContext
+from ..spec import host_ca_bundle_path
 from ..render import guest_ids, install_stage_files, write_into
 from .bootstrap import apt_caches
 from .. import dpkg
@@ -22,21 +23,6 @@ PIP_CACHE = "/var/cache/trove-builder-pip"
 def agent_requirement(ctx: BuildContext) -> str:
     """What pip installs: an explicit source (requirement or path) or trove==<version>."""
     return ctx.spec.agent_source or f"trove=={ctx.spec.resolved_agent_version}"
-
-
-def host_ca_bundle(ctx: BuildContext) -> Path | None:
-    return host_ca_bundle_path(ctx.spec.ca_bundle)
-
-
-def host_ca_bundle_path(explicit: Path | None) -> Path | None:
-    """The CA bundle the build host trusts (HTTPS may be intercepted); used for the build only."""
-    if explicit:
-        return explicit
-    for var in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
-        if os.environ.get(var) and Path(os.environ[var]).is_file():
-            return Path(os.environ[var])
-    default = Path("/etc/ssl/certs/ca-certificates.crt")
-    return default if default.is_file() else None
 
 
 def _pip(ctx: BuildContext, chroot: Chroot, *args: str) -> None:
@@ -71,7 +57,7 @@ def installed_packages(ctx: BuildContext) -> set[str]:
 
 def _install_venv(ctx: BuildContext, chroot: Chroot) -> None:
     prof = ctx.profile
-    ca = host_ca_bundle(ctx)
+    ca = host_ca_bundle_path(ctx.spec.ca_bundle)
     ca_inside = ctx.rootfs / GUEST_CA_PATH.lstrip("/")
     if ca:
         shutil.copyfile(ca, ca_inside)

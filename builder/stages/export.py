@@ -64,7 +64,8 @@ def run_stage(ctx: BuildContext) -> None:
     tmp = temp_name(final)
     try:
         qemu_img.convert(disk_path(ctx), tmp, spec.fmt, ctx.log)
-        qemu_img.check(tmp) if spec.fmt == "qcow2" else None
+        if spec.fmt == "qcow2":
+            qemu_img.check(tmp)
         digest = sha256_of(tmp)
         manifest = {
             "builder": {"name": "trove-builder", "version": __version__},
