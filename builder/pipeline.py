@@ -57,13 +57,28 @@ def say(text: str) -> None:
 
 
 def remove_work_dir(path: Path) -> None:
-    """rm -rf that never follows into a mount (a bind-mounted /dev must never be emptied)."""
+    """rm -rf that never follows into a mount (a bind-mounted /dev must never be emptied).
+
+    The work dir itself may be a mount point (--work-dir in the container): its contents go,
+    the directory stays."""
     if not path.exists():
         return
-    unmount_all(path)
-    if mounts_below(path):
-        raise BuilderError(f"cannot remove {path}: still mounted: {', '.join(mounts_below(path))}")
-    shutil.rmtree(path)
+    own = os.path.realpath(path)
+    for point in mounts_below(path):
+        if point != own:
+            unmount_all(Path(point))
+    left = [m for m in mounts_below(path) if m != own]
+    if left:
+        raise BuilderError(f"cannot remove {path}: still mounted: {', '.join(left)}")
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    try:
+        path.rmdir()
+    except OSError:
+        pass  # a mount point: emptied is all we can do
 
 
 @contextmanager

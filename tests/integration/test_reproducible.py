@@ -20,6 +20,8 @@ def test_bookworm_is_bit_identical_across_tz_umask_locale_and_work_dir(images, b
          str(out), "--builder-image", builder_image, "--work-dir", str(tmp_path / "scratch")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    scratch = tmp_path / "scratch"
+    assert not scratch.exists() or not any(scratch.iterdir()), "the work dir was left behind"
     first_sum = (first.parent / (first.name + ".sha256")).read_text().split()[0]
     second_sum = (out.parent / (out.name + ".sha256")).read_text().split()[0]
     assert second_sum == first_sum, "the image depends on the build host's TZ, umask, locale or work dir"
