@@ -16,6 +16,9 @@ from .spec import BuildSpec
 
 ROOT_LABEL = "cloudimg-rootfs"
 VENV = "/opt/guest-agent-venv"
+# Trove's own directories, owned <guest user>:root (contract §2.3).
+TROVE_DIRS = ["/etc/trove", "/etc/trove/conf.d", "/etc/trove/certs", "/var/lib/trove",
+              "/var/log/trove", "/opt/trove-guestagent"]
 GUEST_CA_PATH = "/tmp/trove-builder-ca.pem"
 
 

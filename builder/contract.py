@@ -9,11 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .inspect import ROOT_LABEL, Image
+from .context import ROOT_LABEL, TROVE_DIRS, VENV
+from .inspect import Image
 
-VENV = "/opt/guest-agent-venv"
-TROVE_DIRS = ["/etc/trove", "/etc/trove/conf.d", "/etc/trove/certs", "/var/lib/trove", "/var/log/trove",
-              "/opt/trove-guestagent"]
 UNAUTHENTICATED = re.compile(r"AllowUnauthenticated|AllowInsecureRepositories|AllowDowngradeToInsecure"
                              r"|trusted=yes|allow-unauthenticated", re.I)
 PRIVATE_KEY = re.compile(rb"-----BEGIN ([A-Z ]*)PRIVATE KEY-----")

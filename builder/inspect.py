@@ -12,8 +12,6 @@ from pathlib import Path
 
 from .errors import BuilderError
 
-ROOT_LABEL = "cloudimg-rootfs"
-
 
 @dataclass
 class Entry:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -73,8 +74,9 @@ class Profile:
         return int(major), int(minor)
 
 
+@functools.lru_cache(maxsize=None)
 def load(os_name: str, release: str) -> Profile:
-    """Load and merge the profile for `os_name`/`release`, or fail with the known choices."""
+    """Load (once per process: every derived ID and template asks for it) and merge the profile for `os_name`/`release`, or fail with the known choices."""
     known = available()
     if os_name not in known:
         raise UsageError(f"unknown guest OS '{os_name}' (known: {', '.join(known)})")

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from ..chroot import Chroot
-from ..context import GUEST_CA_PATH, VENV, BuildContext
+from ..context import GUEST_CA_PATH, TROVE_DIRS, VENV, BuildContext
 from ..spec import host_ca_bundle_path
 from ..render import guest_ids, install_stage_files, write_into
 from .bootstrap import apt_caches
@@ -15,8 +15,6 @@ from .. import dpkg
 
 DESCRIPTION = "install the Trove guest agent and its units"
 
-TROVE_DIRS = ["/etc/trove", "/etc/trove/conf.d", "/etc/trove/certs", "/var/lib/trove",
-              "/var/log/trove", "/opt/trove-guestagent"]
 PIP_CACHE = "/var/cache/trove-builder-pip"
 
 
