@@ -51,8 +51,9 @@ test: venv  ## the whole suite, real builds and boots included
 test-fast: venv  ## unit tests only (seconds)
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
 
-bench: venv
-	@echo "make bench is not written yet (issue 6)"; exit 1
+bench: venv  ## cold/warm/hook/agent builds of noble and bookworm -> bench/results.md and .json
+	@docker image inspect $(BUILDER_IMAGE) >/dev/null 2>&1 || $(MAKE) builder
+	$(VENV)/bin/python scripts/bench.py --builder-image $(BUILDER_IMAGE)
 
 clean:
 	rm -rf images build .pytest_cache

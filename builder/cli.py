@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import traceback
@@ -91,6 +92,15 @@ def build(
     pip_index_url: str = typer.Option("https://pypi.org/simple", "--pip-index-url", envvar="PIP_INDEX_URL",
                                       help="Python package index for the agent venv."),
     docker_source: str = typer.Option("distro", "--docker-source", help="distro (docker.io) or docker-ce."),
+    compression: Optional[str] = typer.Option(
+        None, "--compression", help="qcow2 compression: zstd, zlib or none (default: the release profile's; "
+                                    "zlib for clouds with QEMU < 5.1)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not reuse or store stage checkpoints "
+                                                            "(downloads are still shared)."),
+    cache_limit: str = typer.Option("20G", "--cache-limit", envvar="TROVE_BUILDER_CACHE_LIMIT",
+                                    help="Stage cache size kept after a build (least recently used go)."),
+    json_summary: bool = typer.Option(False, "--json", help="Print a JSON summary (stage timings, cache use, "
+                                                            "sha256) on stdout; progress goes to stderr."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show every command's output."),
 ) -> None:
     """Build a Trove guest image (same positional arguments as `trovestack build-image`)."""
@@ -111,20 +121,30 @@ def build(
         controller_path=controller_path, dev_ssh_key=dev_ssh_key,
         sync_logs=parse_bool(sync_logs, "SYNC_LOG_TO_CONTROLLER"), ca_bundle=ca_bundle,
         pip_index_url=pip_index_url, docker_source=docker_source, source_date_epoch=int(epoch), verbose=verbose,
+        compression=compression, stage_cache=not no_cache, cache_limit=cache_limit,
     ).validate()
     from . import hooks
 
     hooks.validate(spec.hooks_dir)
-    if spec.runtime == "none":
-        from .runtime import host
+    from .progress import Reporter
 
-        host.build(spec)
-        return
-    from .runtime import container
+    reporter = Reporter(sys.stderr if json_summary else sys.stdout)
+    try:
+        if spec.runtime == "none":
+            from .runtime import host
 
-    status = container.build(spec, spec.runtime)
+            host.build(spec, reporter)
+            status = 0
+        else:
+            from .runtime import container
+
+            status = container.build(spec, spec.runtime, reporter)
+    finally:
+        reporter.close()
     if status != 0:
         raise typer.Exit(status)
+    if json_summary:
+        print(json.dumps(reporter.summary, indent=2, sort_keys=True))
 
 
 @app.command("_run-spec", hidden=True)
@@ -216,3 +236,53 @@ def boot_test(
     if not result.passed:
         print(f"trove-builder: boot test failed: {result.reason}", file=sys.stderr)
         raise typer.Exit(1)
+
+
+cache_app = typer.Typer(help="The stage cache: checkpoints reused by later builds.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+CACHE_DIR_OPTION = typer.Option(default_cache_dir(), "--cache-dir", envvar="TROVE_BUILDER_CACHE")
+
+
+@cache_app.command("ls")
+@guarded
+def cache_ls(cache_dir: Path = CACHE_DIR_OPTION) -> None:
+    """List checkpoints, most recently used first, with their size."""
+    import time as _time
+
+    from .stagecache import StageCache
+
+    entries = sorted(StageCache(cache_dir).entries(), key=lambda e: e.last_used, reverse=True)
+    for entry in entries:
+        used = _time.strftime("%Y-%m-%d %H:%M", _time.localtime(entry.last_used))
+        print(f"{entry.path.name:<36} {entry.bytes / 2**20:9.1f} MiB  last used {used}")
+    print(f"{len(entries)} entries, {sum(e.bytes for e in entries) / 2**20:.1f} MiB in {cache_dir / 'stages'}")
+
+
+@cache_app.command("prune")
+@guarded
+def cache_prune(
+    max_size: str = typer.Option("20G", "--max-size", envvar="TROVE_BUILDER_CACHE_LIMIT",
+                                 help="Keep the most recently used checkpoints within this size."),
+    cache_dir: Path = CACHE_DIR_OPTION,
+) -> None:
+    """Remove least recently used checkpoints until the cache fits in --max-size."""
+    from .stagecache import StageCache, parse_size
+
+    cache = StageCache(cache_dir)
+    cache.sweep()
+    removed = cache.prune(parse_size(max_size))
+    for entry in removed:
+        print(f"removed {entry.path.name} ({entry.bytes / 2**20:.1f} MiB)")
+    print(f"{len(removed)} removed; {cache.total_bytes() / 2**20:.1f} MiB kept")
+
+
+@cache_app.command("clear")
+@guarded
+def cache_clear(cache_dir: Path = CACHE_DIR_OPTION) -> None:
+    """Remove every checkpoint (downloaded packages are kept)."""
+    from .stagecache import StageCache
+
+    cache = StageCache(cache_dir)
+    cache.sweep()
+    removed = cache.clear()
+    print(f"{len(removed)} removed ({sum(e.bytes for e in removed) / 2**20:.1f} MiB)")

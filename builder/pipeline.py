@@ -11,12 +11,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import dpkg, hooks
+from . import dpkg, hooks, stagekeys
 from .chroot import mounts_below, unmount_all
 from .context import BuildContext
 from .errors import BuilderError
 from .proc import Log
+from .progress import Emitter
 from .spec import BuildSpec
+from .stagecache import StageCache, parse_size
 from .stages import agent, assemble, bootstrap, export, normalize, system
 
 
@@ -50,10 +52,6 @@ def display_path(path: Path, cache_dir: Path) -> str:
     if shown and path.is_relative_to(cache_dir):
         return str(Path(shown) / path.relative_to(cache_dir))
     return str(path)
-
-
-def say(text: str) -> None:
-    print(text, flush=True)
 
 
 def remove_work_dir(path: Path) -> None:
@@ -93,8 +91,71 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run_pipeline(spec: BuildSpec) -> dict:
+class Checkpoints:
+    """Which stages the stage cache lets this build skip, and where to store new checkpoints."""
+
+    def __init__(self, ctx: BuildContext, enabled: bool):
+        self.ctx = ctx
+        self.cache = StageCache(ctx.cache_dir, ctx.log)
+        self.enabled = enabled
+        self.keys = stagekeys.checkpoint_keys(ctx) if enabled else {}
+        self.inputs = stagekeys.stage_inputs(ctx) if enabled else {}
+        self.hit: tuple[str, object] | None = None
+        self.status: dict[str, str] = {}
+        self.cache_seconds = 0.0
+
+    def covered(self, checkpoint: str) -> list[str]:
+        names = list(stagekeys.CHECKPOINTS)
+        return [s for c in names[: names.index(checkpoint) + 1] for s in stagekeys.CHECKPOINTS[c][0]]
+
+    def find(self) -> list[str]:
+        """Look for the latest usable checkpoint; return the stages it makes unnecessary."""
+        if not self.enabled:
+            return []
+        self.cache.sweep()
+        for checkpoint in reversed(list(stagekeys.CHECKPOINTS)):
+            entry = self.cache.lookup(checkpoint, self.keys[checkpoint])
+            if entry is not None:
+                self.hit = (checkpoint, entry)
+                return self.covered(checkpoint)
+        return []
+
+    def restore(self) -> None:
+        """Put the checkpoint found back: the rootfs, or (image) the finished image at the output."""
+        checkpoint, entry = self.hit
+        started = time.monotonic()
+        self.ctx.results.update(entry.results)
+        if checkpoint == "image":
+            export.publish_copy(self.ctx, lambda tmp: self.cache.restore_file(entry, tmp))
+        else:
+            self.cache.restore_rootfs(entry, self.ctx.rootfs)
+        self.cache_seconds += time.monotonic() - started
+
+    def after(self, stage: str) -> None:
+        """Store a checkpoint when `stage` is the last stage it covers."""
+        if not self.enabled:
+            return
+        for checkpoint, (stages, _phases) in stagekeys.CHECKPOINTS.items():
+            if stages[-1] != stage:
+                continue
+            started = time.monotonic()
+            key, results = self.keys[checkpoint], dict(self.ctx.results)
+            if checkpoint == "image":
+                self.cache.save_file(checkpoint, key, self.ctx.spec.output, results, self.inputs[checkpoint])
+            else:
+                self.cache.save_rootfs(checkpoint, key, self.ctx.rootfs, results, self.inputs[checkpoint])
+            self.cache_seconds += time.monotonic() - started
+            self.status[checkpoint] = "stored"
+
+    def prune(self, limit: int) -> None:
+        if self.enabled:
+            for entry in self.cache.prune(limit):
+                self.ctx.log.write(f"stage cache: pruned {entry.path.name}\n")
+
+
+def run_pipeline(spec: BuildSpec, emit: Emitter | None = None) -> dict:
     """Build spec.output on this machine (the builder container, or the host with --runtime none)."""
+    emit = emit or Emitter()
     spec.validate()
     hooks.validate(spec.hooks_dir)
     prof = spec.profile
@@ -109,32 +170,56 @@ def run_pipeline(spec: BuildSpec) -> dict:
     ctx = BuildContext(spec=spec, profile=prof, work_dir=work_dir, log=log)
     timings: list[tuple[str, float]] = []
     shown_output = os.environ.get("TROVE_BUILDER_OUTPUT_SHOWN_AS", str(spec.output))
-    say(f"trove-builder: {spec.os} {spec.release}, {'dev' if spec.dev_mode else 'production'} mode, "
-        f"trove {spec.resolved_agent_version}, {spec.size_gb} GB -> {shown_output}")
+    emit("build-start", os=spec.os, release=spec.release, mode="dev" if spec.dev_mode else "production",
+         agent_version=spec.resolved_agent_version, size_gb=spec.size_gb, output=shown_output)
     failed = True
+    checkpoints = None
+    total = len(STAGES)
     try:
         with _terminate_as_interrupt():
+            checkpoints = Checkpoints(ctx, spec.stage_cache)
+            skipped = checkpoints.find()
+            if checkpoints.hit:
+                name, entry = checkpoints.hit
+                emit("cache-hit", checkpoint=name, entry=entry.path.name, skipped=len(skipped), total=total)
+                checkpoints.restore()
             for index, (name, description, func) in enumerate(STAGES, 1):
-                say(f"[{index}/{len(STAGES)}] {name}: {description} ...")
+                if name in skipped:
+                    emit("stage-cached", index=index, total=total, name=name)
+                    timings.append((name, 0.0))
+                    continue
+                emit("stage-start", index=index, total=total, name=name, description=description)
                 started = time.monotonic()
                 try:
                     func(ctx)
                 except BuilderError as exc:
+                    emit("stage-failed", name=name)
                     raise BuilderError(f"stage {name} failed: {exc}") from None
+                except BaseException:
+                    emit("stage-failed", name=name)
+                    raise
                 elapsed = time.monotonic() - started
                 timings.append((name, elapsed))
-                say(f"      {name} done in {elapsed:.1f}s")
+                emit("stage-done", index=index, total=total, name=name, seconds=round(elapsed, 2))
+                checkpoints.after(name)
+            checkpoints.prune(parse_size(spec.cache_limit))
         failed = False
     finally:
         log.close()
         if spec.keep_work_dir or (failed and spec.verbose):
-            say(f"work dir kept: {work_dir}")
+            emit.message(f"work dir kept: {work_dir}")
         else:
             remove_work_dir(work_dir)
-    total = sum(t for _, t in timings)
-    say("stage timings:")
-    for name, elapsed in timings:
-        say(f"  {name:<10} {elapsed:7.1f}s")
-    say(f"  {'total':<10} {total:7.1f}s")
-    say(f"image: {shown_output} ({ctx.results.get('bytes', 0) / 2**20:.0f} MiB, sha256 {ctx.results.get('sha256')})")
-    return {"timings": dict(timings), "sha256": ctx.results.get("sha256"), "output": str(spec.output)}
+    summary = {
+        "timings": dict(timings),
+        "cache_seconds": round(checkpoints.cache_seconds, 2) if checkpoints else 0.0,
+        "cached_checkpoint": checkpoints.hit[0] if checkpoints and checkpoints.hit else None,
+        "checkpoint_entries": {name: checkpoints.cache.entry_dir(name, key).name
+                               for name, key in checkpoints.keys.items()} if checkpoints else {},
+        "sha256": ctx.results.get("sha256"),
+        "bytes": ctx.results.get("bytes", 0),
+        "output": shown_output,
+        "log": log.shown_as,
+    }
+    emit("build-done", **summary)
+    return summary

@@ -10,13 +10,20 @@ from .errors import BuilderError
 from .proc import Log, run
 
 
-def convert(source: Path, dest: Path, fmt: str, log: Log, compress: bool = True) -> None:
-    """raw -> fmt. Never `-W`: out-of-order writes make the output differ run to run."""
+COMPRESSIONS = ("zstd", "zlib", "none")
+
+
+def convert(source: Path, dest: Path, fmt: str, log: Log, compression: str = "zlib") -> None:
+    """raw -> fmt. Never `-W`: out-of-order writes make the output differ run to run.
+
+    qcow2 compression: zlib is readable by every QEMU; zstd (QEMU >= 5.1 reads it) is ~5x faster
+    to write and a little smaller."""
     cmd = ["qemu-img", "convert", "-f", "raw", "-O", fmt]
     if fmt == "qcow2":
-        cmd += ["-o", "compat=1.1"]
-        if compress:
-            cmd.append("-c")
+        if compression == "none":
+            cmd += ["-o", "compat=1.1"]
+        else:
+            cmd += ["-o", f"compat=1.1,compression_type={compression}", "-c"]
     run([*cmd, source, dest], log)
 
 

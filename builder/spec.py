@@ -14,6 +14,8 @@ import yaml
 
 from . import profile as profiles
 from .errors import UsageError
+from .qemu_img import COMPRESSIONS
+from .stagecache import parse_size
 
 FORMATS = ("qcow2", "raw")
 RUNTIMES = ("docker", "podman", "none")
@@ -100,6 +102,9 @@ class BuildSpec:
     docker_source: str = "distro"
     source_date_epoch: int = DEFAULT_SOURCE_DATE_EPOCH
     verbose: bool = False
+    compression: str | None = None
+    stage_cache: bool = True
+    cache_limit: str = "20G"
 
     @property
     def profile(self) -> profiles.Profile:
@@ -110,6 +115,13 @@ class BuildSpec:
         return self.agent_version or self.profile.agent_version
 
     @property
+    def resolved_compression(self) -> str:
+        """qcow2 compression: the operator's choice, else the profile's (zlib where old clouds read it)."""
+        if self.fmt != "qcow2":
+            return "none"
+        return self.compression or self.profile.qcow2_compression
+
+    @property
     def image_identity(self) -> dict[str, Any]:
         """The inputs that decide the image's bytes (no host paths, no runtime choice)."""
         return {
@@ -118,6 +130,7 @@ class BuildSpec:
             "dev_mode": self.dev_mode,
             "guest_user": self.guest_user,
             "format": self.fmt,
+            "compression": self.resolved_compression,
             "size_gb": self.size_gb,
             "agent_version": self.resolved_agent_version,
             "agent_source": self.agent_source,
@@ -136,6 +149,9 @@ class BuildSpec:
         prof = self.profile  # unknown OS/release
         if self.fmt not in FORMATS:
             raise UsageError(f"unknown output format '{self.fmt}' (known: {', '.join(FORMATS)})")
+        if self.compression is not None and self.compression not in COMPRESSIONS:
+            raise UsageError(f"unknown compression '{self.compression}' (known: {', '.join(COMPRESSIONS)})")
+        parse_size(self.cache_limit)
         if self.runtime not in RUNTIMES:
             raise UsageError(f"unknown runtime '{self.runtime}' (known: {', '.join(RUNTIMES)})")
         if self.docker_source not in DOCKER_SOURCES:

@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 from ..errors import BuilderError
+from ..progress import EVENTS_ENV, Reporter, parse_line
 from ..spec import BuildSpec, host_ca_bundle_path
 
 LABEL = "trove-builder"
@@ -70,20 +71,40 @@ def _mounts(spec: BuildSpec) -> tuple[dict, BuildSpec]:
     return volumes, inner
 
 
-def build(spec: BuildSpec, engine: str) -> int:
+def _relay(chunks, reporter: Reporter) -> None:
+    """Container stdout -> events for the reporter; ordinary lines straight through."""
+    pending = ""
+    for chunk in chunks:
+        pending += chunk.decode(errors="replace")
+        *lines, pending = pending.split("\n")
+        for line in lines:
+            event = parse_line(line)
+            if event is not None:
+                reporter.handle(event)
+            else:
+                reporter.stream.write(line + "\n")
+                reporter.stream.flush()
+    if pending:
+        reporter.stream.write(pending + "\n")
+
+
+def build(spec: BuildSpec, engine: str, reporter: Reporter) -> int:
     """Run the build in a throwaway builder container; stop and remove it whatever happens."""
     import docker
 
     client = connect(engine)
     try:
-        client.images.get(spec.builder_image)
+        image = client.images.get(spec.builder_image)
     except docker.errors.ImageNotFound:
         raise BuilderError(f"builder image '{spec.builder_image}' not found: build it with "
                            f"'make builder' or pass --builder-image") from None
     volumes, inner = _mounts(spec)
     env = {"TROVE_BUILDER_CACHE_SHOWN_AS": str(spec.cache_dir.resolve()),
            "TROVE_BUILDER_OUTPUT_SHOWN_AS": str(spec.output.resolve()),
-           "TROVE_BUILDER_OWNER": f"{os.getuid()}:{os.getgid()}"}
+           "TROVE_BUILDER_OWNER": f"{os.getuid()}:{os.getgid()}",
+           # The stage cache's tool identity: a new builder image never reuses another's checkpoints.
+           "TROVE_BUILDER_IMAGE_ID": image.id,
+           EVENTS_ENV: "1"}
     name = f"trove-builder-{uuid.uuid4().hex[:12]}"
     container = client.containers.create(
         spec.builder_image,
@@ -100,11 +121,10 @@ def build(spec: BuildSpec, engine: str) -> int:
     try:
         container.start()
         try:
-            for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=False):
-                sys.stdout.write(chunk.decode(errors="replace"))
-                sys.stdout.flush()
+            _relay(container.logs(stream=True, follow=True, stdout=True, stderr=False), reporter)
             status = container.wait()["StatusCode"]
         except KeyboardInterrupt:
+            reporter.close()
             print("interrupted: stopping the build container (it cleans up) ...", file=sys.stderr)
             container.stop(timeout=STOP_TIMEOUT)
             raise

@@ -7,6 +7,7 @@ import shutil
 
 from ..errors import BuilderError
 from ..pipeline import run_pipeline
+from ..progress import Emitter, Reporter
 from ..spec import BuildSpec
 
 # tool -> Debian package that ships it
@@ -32,10 +33,10 @@ def missing_tools() -> list[str]:
     return missing
 
 
-def build(spec: BuildSpec) -> dict:
+def build(spec: BuildSpec, reporter: Reporter | None = None) -> dict:
     if os.geteuid() != 0:
         raise BuilderError("--runtime none must run as root (debootstrap, chroot and mounts need it)")
     missing = missing_tools()
     if missing:
         raise BuilderError(f"--runtime none needs these tools on this host: {', '.join(missing)}")
-    return run_pipeline(spec)
+    return run_pipeline(spec, Emitter(reporter))

@@ -59,11 +59,29 @@ def checksum_path(image: Path) -> Path:
 
 
 def run_stage(ctx: BuildContext) -> None:
+    tmp = temp_name(ctx.spec.output)
+    try:
+        qemu_img.convert(disk_path(ctx), tmp, ctx.spec.fmt, ctx.log, compression=ctx.spec.resolved_compression)
+        publish(ctx, tmp)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def publish_copy(ctx: BuildContext, copy_to) -> None:
+    """Publish an image another step provides (the stage cache): `copy_to(path)` writes it there."""
+    tmp = temp_name(ctx.spec.output)
+    try:
+        copy_to(tmp)
+        publish(ctx, tmp)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def publish(ctx: BuildContext, tmp: Path) -> None:
+    """Check the image at its temporary name, write manifest and checksum beside it, rename all three."""
     spec = ctx.spec
     final = spec.output
-    tmp = temp_name(final)
     try:
-        qemu_img.convert(disk_path(ctx), tmp, spec.fmt, ctx.log)
         if spec.fmt == "qcow2":
             qemu_img.check(tmp)
         digest = sha256_of(tmp)

@@ -8,8 +8,9 @@ import shutil
 from pathlib import Path
 
 from ..context import BuildContext
+from ..render import install_stage_files
 
-DESCRIPTION = "scrub caches, logs, keys and identity; clamp file times"
+DESCRIPTION = "write the boot config; scrub caches, logs, keys and identity; clamp file times"
 
 # Removed outright (globs relative to the guest root).
 REMOVE = [
@@ -98,6 +99,9 @@ def clamp_times(root: Path, epoch: int) -> None:
 
 def run_stage(ctx: BuildContext) -> None:
     root = ctx.rootfs
+    # Files that name the finished disk (grub.cfg: the root filesystem's UUID) are written here,
+    # so that the cached rootfs of earlier stages does not depend on the disk's size or format.
+    install_stage_files(root, "normalize", ctx.template_context())
     for pattern in REMOVE:
         _remove(root, pattern)
     for name in TRUNCATE:

@@ -10,14 +10,17 @@ from tests.conftest import TB
 pytestmark = pytest.mark.slow
 
 
-def test_bookworm_is_bit_identical_across_tz_umask_locale_and_work_dir(images, builder_image, tmp_path):
+def test_bookworm_is_bit_identical_across_tz_umask_locale_work_dir_and_cold_cache(images, builder_image, tmp_path):
+    """The second build starts from an empty cache (every .deb and wheel downloaded again) and
+    stores no checkpoints, so nothing of the first build is reused."""
     first = images.get("debian", "bookworm")
     out = tmp_path / "elsewhere" / first.name
     out.parent.mkdir()
     env = {**os.environ, "TZ": "Asia/Tokyo", "LC_ALL": "C", "LANG": "C"}
     result = subprocess.run(
         ["sh", "-c", 'umask 077 && exec "$@"', "sh", *TB, "build", "debian", "bookworm", "false", "ubuntu",
-         str(out), "--builder-image", builder_image, "--work-dir", str(tmp_path / "scratch")],
+         str(out), "--builder-image", builder_image, "--work-dir", str(tmp_path / "scratch"),
+         "--cache-dir", str(tmp_path / "cold-cache"), "--no-cache"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     scratch = tmp_path / "scratch"

@@ -1,0 +1,164 @@
+"""Cache keys: each checkpoint's key is a digest of exactly what its stages read, chained to the previous one.
+
+A key changes when, and only when, something its stages depend on changes: the builder's code and
+tools, the profile, the rendered guest files of those stages, the hooks of the phases they run, and
+the spec fields they use. Chaining (each key includes the previous) makes a change early in the
+pipeline invalidate everything after it, and a change late in the pipeline nothing before it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import subprocess
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from . import hooks
+from .render import _env, file_table, render
+
+# Checkpoints in pipeline order: name -> (stages it covers, hook phases those stages run).
+CHECKPOINTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "bootstrap": (("bootstrap",), ()),
+    "system": (("pre-hooks", "system"), ("extra-data.d", "pre-install.d")),
+    "agent": (("agent",), ()),
+    "image": (("hooks", "normalize", "assemble", "export"), ("install.d", "post-install.d", "finalise.d")),
+}
+TOOL_PACKAGES = ["debootstrap", "e2fsprogs", "fdisk", "dosfstools", "mtools", "grub-common",
+                 "grub-pc-bin", "grub-efi-amd64-bin", "qemu-utils", "tar", "zstd"]
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tree_digest(root: Path, skip: frozenset[str] = frozenset()) -> str:
+    """Names, executable bits and contents of every file below `root` (symlinks by target).
+
+    `skip`: names of top-level directories left out."""
+    entries = []
+    for dirpath, dirs, files in os.walk(root):
+        if Path(dirpath) == root:
+            dirs[:] = [d for d in dirs if d not in skip]
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(root))
+            if path.is_symlink():
+                entries.append((rel, "link", os.readlink(path)))
+            else:
+                entries.append((rel, os.access(path, os.X_OK), _file_digest(path)))
+    return _digest(entries)
+
+
+@functools.lru_cache(maxsize=None)
+def code_digest() -> str:
+    """The builder's own Python code (not the boot-test harness): a code change is a new cache."""
+    package = Path(str(resources.files("builder")))
+    files = sorted(p for p in package.rglob("*.py") if "verify" not in p.relative_to(package).parts)
+    return _digest([(str(p.relative_to(package)), _file_digest(p)) for p in files])
+
+
+@functools.lru_cache(maxsize=None)
+def toolchain_id() -> str:
+    """The tools that write the image: the builder image's ID, or this host's package versions."""
+    image = os.environ.get("TROVE_BUILDER_IMAGE_ID")
+    if image:
+        return image
+    out = subprocess.run(["dpkg-query", "-W", "-f", "${Package} ${Version}\n", *TOOL_PACKAGES],
+                         capture_output=True, text=True)
+    return out.stdout
+
+
+def rendered_files(context: dict[str, Any], stage: str) -> list[tuple[str, str, str, str]]:
+    """(path, mode, owner, content) of every guest file `stage` writes, as it would write them."""
+    out = []
+    for entry in file_table():
+        if entry["stage"] != stage:
+            continue
+        when = entry.get("when")
+        if when and not _env.compile_expression(when)(**context):
+            continue
+        out.append((_env.from_string(entry["path"]).render(**context), str(entry.get("mode", "0644")),
+                    _env.from_string(entry.get("owner", "root:root")).render(**context),
+                    hashlib.sha256(render(entry["template"], context).encode()).hexdigest()))
+    return out
+
+
+def hooks_digest(hooks_dir: Path | None, phases: tuple[str, ...]) -> str | None:
+    """The hooks of `phases` (None when there are none, so an empty hooks dir changes nothing)."""
+    if hooks_dir is None:
+        return None
+    parts: dict[str, Any] = {}
+    for phase in phases:
+        if not hooks.hooks_for(hooks_dir, phase):
+            continue
+        if hooks.PHASES[phase] == "host":
+            # Host-side hooks may read files kept beside them: all of the dir but other phases counts.
+            parts[phase] = tree_digest(hooks_dir, skip=frozenset(hooks.PHASES) - {phase})
+        else:
+            parts[phase] = tree_digest(hooks_dir / phase)
+    return _digest(parts) if parts else None
+
+
+def _optional_file(path: Path | None) -> str | None:
+    return _file_digest(path) if path is not None and path.is_file() else None
+
+
+def _agent_source(source: str | None) -> Any:
+    """A local path's content counts, not its name; a requirement string counts as written."""
+    if source and Path(source).exists():
+        path = Path(source)
+        return tree_digest(path) if path.is_dir() else _file_digest(path)
+    return source
+
+
+def stage_inputs(ctx) -> dict[str, dict[str, Any]]:
+    """What each checkpoint's stages read (the JSON behind each key, shown by `cache ls --verbose`)."""
+    spec, prof = ctx.spec, ctx.profile
+    context = ctx.template_context()
+    return {
+        "bootstrap": {
+            "os": spec.os, "release": spec.release, "mirror": spec.mirror or prof.mirror,
+            "profile": {k: prof.data.get(k) for k in ("arch", "variant", "components", "keyring",
+                                                       "bootstrap_tool", "suites", "security_suite",
+                                                       "security_mirror")},
+            "files": rendered_files(context, "bootstrap"),
+        },
+        "system": {
+            "hooks": hooks_digest(spec.hooks_dir, CHECKPOINTS["system"][1]),
+            "profile": prof.data,
+            "guest_user": spec.guest_user, "dev_mode": spec.dev_mode, "docker_source": spec.docker_source,
+            "files": rendered_files(context, "system"),
+        },
+        "agent": {
+            "agent_version": spec.resolved_agent_version, "agent_source": _agent_source(spec.agent_source),
+            "pip_index_url": spec.pip_index_url, "dev_ssh_key": _optional_file(spec.dev_ssh_key),
+            "files": rendered_files(context, "agent"),
+        },
+        "image": {
+            "hooks": hooks_digest(spec.hooks_dir, CHECKPOINTS["image"][1]),
+            "identity": spec.image_identity,
+        },
+    }
+
+
+def checkpoint_keys(ctx) -> dict[str, str]:
+    """Checkpoint name -> key; each key chains the previous one."""
+    base = {"code": code_digest(), "tools": toolchain_id(), "source_date_epoch": ctx.spec.source_date_epoch}
+    keys, previous = {}, _digest(base)
+    for name, inputs in stage_inputs(ctx).items():
+        previous = _digest({"previous": previous, "checkpoint": name, "inputs": inputs})
+        keys[name] = previous
+    return keys
