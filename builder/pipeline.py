@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import dpkg, hooks, stagekeys
+from . import aptcache, dpkg, hooks, stagekeys
 from .chroot import mounts_below, unmount_all
 from .context import BuildContext
 from .errors import BuilderError
@@ -175,6 +175,7 @@ def run_pipeline(spec: BuildSpec, emit: Emitter | None = None) -> dict:
     failed = True
     checkpoints = None
     total = len(STAGES)
+    aptcache.sweep(spec.cache_dir)
     try:
         with _terminate_as_interrupt():
             checkpoints = Checkpoints(ctx, spec.stage_cache)
@@ -205,6 +206,8 @@ def run_pipeline(spec: BuildSpec, emit: Emitter | None = None) -> dict:
             checkpoints.prune(parse_size(spec.cache_limit))
         failed = False
     finally:
+        aptcache.release(aptcache.private_dir(spec.cache_dir, work_dir),
+                         aptcache.shared_dir(spec.cache_dir, spec.os, spec.release))
         log.close()
         if spec.keep_work_dir or (failed and spec.verbose):
             emit.message(f"work dir kept: {work_dir}")

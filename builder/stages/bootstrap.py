@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from .. import aptcache
 from ..context import BuildContext
 from ..proc import run
 from ..render import install_stage_files
@@ -9,16 +12,21 @@ from ..render import install_stage_files
 DESCRIPTION = "debootstrap a minimal root filesystem"
 
 
+def apt_archives(ctx: BuildContext) -> Path:
+    """This build's apt archive dir, seeded with every .deb downloaded before (builder/aptcache.py)."""
+    return aptcache.seed(aptcache.shared_dir(ctx.cache_dir, ctx.spec.os, ctx.spec.release),
+                         aptcache.private_dir(ctx.cache_dir, ctx.work_dir))
+
+
 def apt_caches(ctx: BuildContext) -> dict[str, object]:
-    """Download caches shared by every build of this release (bind-mounted into the chroot)."""
-    return {"/var/cache/apt/archives": ctx.cache_dir / "apt" / f"{ctx.spec.os}-{ctx.spec.release}"}
+    """Download caches bind-mounted into the chroot."""
+    return {"/var/cache/apt/archives": apt_archives(ctx)}
 
 
 def run_stage(ctx: BuildContext) -> None:
     spec, prof = ctx.spec, ctx.profile
     mirror = spec.mirror or prof.mirror
-    debs = ctx.cache_dir / "apt" / f"{spec.os}-{spec.release}"
-    debs.mkdir(parents=True, exist_ok=True)
+    debs = apt_archives(ctx)
     ctx.rootfs.mkdir(parents=True)
     run(
         [

@@ -110,3 +110,25 @@ def test_sizes(text, size):
 def test_a_bad_size_is_a_usage_error():
     with pytest.raises(UsageError, match="is not a size"):
         parse_size("lots")
+
+
+def test_builds_share_downloads_but_not_apt_locks(tmp_path):
+    """Each build gets its own archive dir (apt locks it) linked to the shared downloads."""
+    from builder import aptcache
+
+    shared = aptcache.shared_dir(tmp_path, "debian", "bookworm")
+    shared.mkdir(parents=True)
+    (shared / "old_1_amd64.deb").write_bytes(b"old")
+    one = aptcache.seed(shared, aptcache.private_dir(tmp_path, tmp_path / "work" / "build-1"))
+    two = aptcache.seed(shared, aptcache.private_dir(tmp_path, tmp_path / "work" / "build-2"))
+    assert one != two
+    assert (one / "old_1_amd64.deb").stat().st_ino == (shared / "old_1_amd64.deb").stat().st_ino
+    (one / "new_2_amd64.deb").write_bytes(b"new")
+    (one / "partial" / "half_3_amd64.deb").write_bytes(b"ha")
+    aptcache.release(one, shared)
+    assert (shared / "new_2_amd64.deb").read_bytes() == b"new"
+    assert not (shared / "half_3_amd64.deb").exists(), "partial downloads are never shared"
+    assert not one.exists() and two.exists()
+    assert aptcache.sweep(tmp_path) == 0, "a live build's dir is left alone"
+    aptcache._held.pop(two).close()  # as if its build had been killed
+    assert aptcache.sweep(tmp_path) == 1 and not two.exists()
