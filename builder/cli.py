@@ -286,3 +286,31 @@ def cache_clear(cache_dir: Path = CACHE_DIR_OPTION) -> None:
     cache.sweep()
     removed = cache.clear()
     print(f"{len(removed)} removed ({sum(e.bytes for e in removed) / 2**20:.1f} MiB)")
+
+
+@app.command()
+@guarded
+def diff(
+    image_a: Path = typer.Argument(..., help="First image (qcow2 or raw)."),
+    image_b: Path = typer.Argument(..., help="Second image."),
+    json_out: bool = typer.Option(False, "--json", help="Print the whole comparison as JSON."),
+    diffoscope: bool = typer.Option(False, "--diffoscope", help="Run diffoscope on changed files (when installed)."),
+) -> None:
+    """Say which files, and failing that which bytes, differ between two images (exit 0 same, 1 different)."""
+    import json
+    import shutil
+
+    from .diff import diff_images
+    from .diffreport import render, render_diffoscope
+
+    if diffoscope and shutil.which("diffoscope") is None:
+        print("trove-builder: diffoscope is not installed: listing the differences without it", file=sys.stderr)
+    report = diff_images(image_a, image_b, with_diffoscope=diffoscope)
+    if json_out:
+        print(json.dumps(report, indent=2))
+    else:
+        print(render(report))
+        if report.get("diffoscope"):
+            print(render_diffoscope(report["diffoscope"]))
+    if not report["identical"]:
+        raise typer.Exit(1)

@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BuilderError
+from .errors import BuilderError, UsageError
 
 
 @dataclass
@@ -37,19 +37,19 @@ class Image:
         if shutil.which("debugfs") is None:
             raise BuilderError("reading an image needs debugfs (Debian package e2fsprogs)")
         if not self.image.is_file():
-            raise BuilderError(f"no image at {self.image}")
+            raise UsageError(f"no image at {self.image}")
         self._tmp = Path(tempfile.mkdtemp(prefix="trove-builder-inspect-"))
         self.raw = self._tmp / "disk.raw"
         out = subprocess.run(["qemu-img", "convert", "-O", "raw", str(self.image), str(self.raw)],
                              capture_output=True, text=True)
         if out.returncode != 0:
             self.__exit__(None, None, None)
-            raise BuilderError(f"qemu-img cannot read {self.image}: {out.stderr.strip()}")
+            raise UsageError(f"qemu-img cannot read {self.image}: {out.stderr.strip()}")
         listed = subprocess.run(["sfdisk", "--json", str(self.raw)], capture_output=True, text=True)
-        if listed.returncode != 0 or not listed.stdout.strip():
+        table = json.loads(listed.stdout)["partitiontable"] if listed.returncode == 0 and listed.stdout.strip() else {}
+        if not table.get("partitions"):
             self.__exit__(None, None, None)
-            raise BuilderError(f"{self.image} has no partition table: not a disk image")
-        table = json.loads(listed.stdout)["partitiontable"]
+            raise UsageError(f"{self.image} has no partition table: not a disk image")
         self.table = table
         self.partitions = table.get("partitions", [])
         self.root_offset = self.partitions[-1]["start"] * table.get("sectorsize", 512)
@@ -64,13 +64,15 @@ class Image:
     def _device(self) -> str:
         return f"{self.raw}?offset={self.root_offset}"
 
-    def debugfs(self, request: str) -> str:
-        out = subprocess.run(["debugfs", "-R", request, self._device], capture_output=True, text=True)
+    def debugfs(self, request: str, offset: int | None = None) -> str:
+        """One debugfs request on the root filesystem (or the ext4 at byte offset)."""
+        device = self._device if offset is None else f"{self.raw}?offset={offset}"
+        out = subprocess.run(["debugfs", "-R", request, device], capture_output=True, text=True)
         return out.stdout
 
-    def superblock(self) -> dict[str, str]:
+    def superblock(self, offset: int | None = None) -> dict[str, str]:
         fields = {}
-        for line in self.debugfs("stats").splitlines():
+        for line in self.debugfs("stats", offset).splitlines():
             key, sep, value = line.partition(":")
             if sep and not line.startswith(" "):
                 fields[key.strip()] = value.strip()

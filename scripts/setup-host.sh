@@ -16,6 +16,7 @@ packages=(
     mmdebstrap debian-archive-keyring           # the builder's base image, made locally
     qemu-system-x86 qemu-utils ovmf             # boot tests: SeaBIOS and UEFI
     e2fsprogs fdisk zstd tar                    # offline image checks (debugfs, sfdisk); stage cache tests
+    mtools dosfstools diffoscope-minimal        # trove-builder diff: the ESP, its tests, --diffoscope
     rabbitmq-server rsync openssh-client        # boot tests: broker, dev-mode controller (rsync), test keys
     make git ca-certificates curl
 )
