@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -45,6 +46,8 @@ def guarded(func):
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except Exception as exc:  # a bug: still one line, with a way to see more
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # a full disk outside the stages
+                fail(BuilderError(f"no space left on device{f' in {exc.filename}' if exc.filename else ''}"))
             if os.environ.get("TROVE_BUILDER_DEBUG"):
                 traceback.print_exc()
             print(f"trove-builder: internal error: {type(exc).__name__}: {exc} "
@@ -123,9 +126,10 @@ def build(
         pip_index_url=pip_index_url, docker_source=docker_source, source_date_epoch=int(epoch), verbose=verbose,
         compression=compression, stage_cache=not no_cache, cache_limit=cache_limit,
     ).validate()
-    from . import hooks
+    from . import hooks, preflight
 
     hooks.validate(spec.hooks_dir)
+    preflight.run(spec, sys.stderr if json_summary else sys.stdout)
     from .progress import Reporter
 
     reporter = Reporter(sys.stderr if json_summary else sys.stdout)
@@ -177,13 +181,15 @@ def version() -> None:
 def check(
     image: Path = typer.Argument(..., help="Image to check (qcow2 or raw)."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="Default: IMAGE.manifest.json beside it."),
+    forbid: list[str] = typer.Option([], "--forbid", help="Fail if any file holds this string "
+                                     "(build-host paths, host name); repeatable."),
 ) -> None:
     """Check a built image against the Trove guest contract, offline (no boot)."""
     from .contract import check_image
 
     if not image.is_file():
         raise UsageError(f"no image at {image}")
-    results = check_image(image, manifest)
+    results = check_image(image, manifest, forbid)
     for result in results:
         print(f"{'PASS' if result.passed else 'FAIL'}  {result.name:<34} {result.detail}")
     failed = [r for r in results if not r.passed]

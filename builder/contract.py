@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from . import leaks
 from .context import ROOT_LABEL, TROVE_DIRS, VENV
 from .inspect import Image
 
@@ -27,8 +28,9 @@ class Check:
 
 
 class ContractChecker:
-    def __init__(self, img: Image, manifest: dict | None):
+    def __init__(self, img: Image, manifest: dict | None, forbid: list[str] = ()):
         self.img = img
+        self.forbid = list(forbid)
         self.manifest = manifest or {}
         inputs = self.manifest.get("inputs", {})
         self.user = inputs.get("guest_user", "ubuntu")
@@ -157,6 +159,13 @@ class ContractChecker:
             problems.append("saved iptables rules")
         return not problems, "; ".join(problems) or "ok"
 
+    def no_build_host_strings(self):
+        """The build host's paths and names (--forbid); a dev image may hold its controller user and path."""
+        inputs = self.manifest.get("inputs", {})
+        allow = [inputs.get("controller_user"), inputs.get("controller_path")] if self.dev_mode else []
+        hits = leaks.scan_image(self.img, self.forbid, [a for a in allow if a])
+        return not hits, leaks.summary(hits) or f"none of {len(self.forbid)} strings"
+
     def manifest_records(self):
         agent = self.manifest.get("agent", {})
         ok = bool(self.manifest.get("packages")) and bool(agent.get("pip_freeze")) and bool(agent.get("version"))
@@ -179,7 +188,8 @@ class ContractChecker:
 
     def run(self) -> list[Check]:
         results = []
-        for name, func in self.CHECKS:
+        extra = [("no build-host strings", ContractChecker.no_build_host_strings)] if self.forbid else []
+        for name, func in self.CHECKS + extra:
             try:
                 passed, detail = func(self)
             except Exception as exc:  # a check that cannot run is a failed check
@@ -188,8 +198,9 @@ class ContractChecker:
         return results
 
 
-def check_image(image: Path, manifest: Path | None = None) -> list[Check]:
+def check_image(image: Path, manifest: Path | None = None, forbid: list[str] = ()) -> list[Check]:
+    """Every contract check; with `forbid`, also scan every file for those build-host strings."""
     manifest = manifest or image.with_name(image.name + ".manifest.json")
     data = json.loads(manifest.read_text()) if manifest.exists() else None
     with Image(image) as img:
-        return ContractChecker(img, data).run()
+        return ContractChecker(img, data, forbid).run()

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import aptcache, dpkg, hooks, stagekeys
+from . import aptcache, diskspace, dpkg, hooks, stagekeys
 from .chroot import mounts_below, unmount_all
 from .context import BuildContext
 from .errors import BuilderError
@@ -192,7 +192,8 @@ def run_pipeline(spec: BuildSpec, emit: Emitter | None = None) -> dict:
                 emit("stage-start", index=index, total=total, name=name, description=description)
                 started = time.monotonic()
                 try:
-                    func(ctx)
+                    with diskspace.out_of_space_as_error(diskspace.places(spec, work_dir)):
+                        func(ctx)
                 except BuilderError as exc:
                     emit("stage-failed", name=name)
                     raise BuilderError(f"stage {name} failed: {exc}") from None

@@ -37,7 +37,10 @@ class Log:
 
     def close(self) -> None:
         if self._fh:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError:
+                pass  # a full disk loses the log's last line; the build's own error says why
             self._fh = None
 
 

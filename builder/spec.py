@@ -189,7 +189,8 @@ class BuildSpec:
         if not parent.is_dir():
             raise UsageError(f"output directory {parent} does not exist")
         if not os.access(parent, os.W_OK | os.X_OK):
-            raise UsageError(f"output directory {parent} is not writable")
+            why = " (read-only file system)" if os.statvfs(parent).f_flag & os.ST_RDONLY else ""
+            raise UsageError(f"output directory {parent} is not writable{why}")
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)

@@ -11,6 +11,7 @@ from pathlib import Path
 from ..errors import BuilderError
 from ..progress import EVENTS_ENV, Reporter, parse_line
 from ..spec import BuildSpec, host_ca_bundle_path
+from .engine_errors import explain
 
 LABEL = "trove-builder"
 # The fewest privileges debootstrap, chroot mounts and mknod need (--privileged is not required).
@@ -24,6 +25,7 @@ def connect(engine: str):
     """A Docker API client for `engine`; podman is reached through its Docker-compatible socket."""
     import docker
 
+    url = None
     try:
         if engine == "podman":
             url = os.environ.get("CONTAINER_HOST")
@@ -39,11 +41,7 @@ def connect(engine: str):
         client.ping()
         return client
     except docker.errors.DockerException as exc:
-        reason = str(exc).split("(")[-1].rstrip(")") if "(" in str(exc) else str(exc)
-        if "Permission denied" in str(exc):
-            raise BuilderError(f"no permission on the {engine} socket: run as root or join the "
-                               f"'{engine}' group") from None
-        raise BuilderError(f"cannot reach the {engine} engine ({reason.strip()}): is it running?") from None
+        raise explain(exc, engine, url) from None
 
 
 def _mounts(spec: BuildSpec) -> tuple[dict, BuildSpec]:
@@ -101,6 +99,7 @@ def build(spec: BuildSpec, engine: str, reporter: Reporter) -> int:
     volumes, inner = _mounts(spec)
     env = {"TROVE_BUILDER_CACHE_SHOWN_AS": str(spec.cache_dir.resolve()),
            "TROVE_BUILDER_OUTPUT_SHOWN_AS": str(spec.output.resolve()),
+           "TROVE_BUILDER_WORK_SHOWN_AS": str(spec.work_dir.resolve()) if spec.work_dir else "",
            "TROVE_BUILDER_OWNER": f"{os.getuid()}:{os.getgid()}",
            # The stage cache's tool identity: a new builder image never reuses another's checkpoints.
            "TROVE_BUILDER_IMAGE_ID": image.id,
