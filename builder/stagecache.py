@@ -28,7 +28,7 @@ META = "meta.json"
 # tar keeps what a root filesystem needs: owners by number, modes, xattrs (file capabilities), ACLs,
 # hard links, device nodes and holes.
 TAR_KEEP = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "--sparse"]
-COMPRESS = "zstd -T0 -3"
+COMPRESS = "zstd -T0 -1"  # fast: a checkpoint is written on every cold build
 DEFAULT_LIMIT = "20G"
 
 
