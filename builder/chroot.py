@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
+from .cachelock import cache_locked
 from .proc import Log, run
 
 # Tells invoke-rc.d not to start services while packages are installed.
@@ -22,6 +23,8 @@ CHROOT_ENV = {
     "HOME": "/root",
     "TZ": "UTC",
 }
+# Commands that write into a cache dir other builds share, and the guest path it is mounted at.
+SHARED_CACHE_WRITERS = {"apt-get": "/var/cache/apt/archives", "apt": "/var/cache/apt/archives"}
 
 
 def mounts_below(root: Path) -> list[str]:
@@ -50,13 +53,16 @@ class Chroot:
         self.root = root
         self.log = log
         self.env = dict(CHROOT_ENV, **(env or {}))
+        self.shared: dict[str, Path] = {}  # guest path -> shared cache dir mounted there
 
     def path(self, inner: str) -> Path:
         return self.root / inner.lstrip("/")
 
     def run(self, cmd: Sequence[str], *, env: Mapping[str, str] | None = None, **kw):
         full_env = dict(self.env, **(env or {}))
-        return run(["chroot", str(self.root), *cmd], self.log, env=full_env, **kw)
+        shared = self.shared.get(SHARED_CACHE_WRITERS.get(cmd[0], ""))
+        with cache_locked(shared, self.log) if shared else nullcontext():
+            return run(["chroot", str(self.root), *cmd], self.log, env=full_env, **kw)
 
     def sh(self, script: str, **kw):
         return self.run(["/bin/sh", "-ec", script], **kw)
@@ -87,6 +93,7 @@ class Chroot:
             for inner, source in (caches or {}).items():
                 source.mkdir(parents=True, exist_ok=True)
                 self.bind(source, inner)
+                self.shared[inner] = source
             policy.parent.mkdir(parents=True, exist_ok=True)
             policy.write_text(POLICY_RC_D)
             policy.chmod(0o755)
@@ -97,6 +104,7 @@ class Chroot:
             shutil.copyfile("/etc/resolv.conf", resolv)
             yield self
         finally:
+            self.shared.clear()
             unmount_all(self.root)
             policy.unlink(missing_ok=True)
             if resolv.exists() or resolv.is_symlink():

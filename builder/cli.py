@@ -115,14 +115,18 @@ def build(
     from . import hooks
 
     hooks.validate(spec.hooks_dir)
-    if spec.runtime == "none":
-        from .runtime import host
+    from .interrupt import terminate_as_interrupt
+    from .output_lock import hold_output
 
-        host.build(spec)
-        return
-    from .runtime import container
+    with terminate_as_interrupt(), hold_output(spec.output):  # one build per output, held to the end
+        if spec.runtime == "none":
+            from .runtime import host
 
-    status = container.build(spec, spec.runtime)
+            host.build(spec)
+            return
+        from .runtime import container
+
+        status = container.build(spec, spec.runtime)
     if status != 0:
         raise typer.Exit(status)
 
@@ -132,8 +136,10 @@ def build(
 def run_spec(spec_json: str) -> None:
     """Inside the builder container: run the pipeline for a spec the host CLI resolved."""
     from .runtime import host
+    from .watchdog import watch_owner
 
-    host.build(BuildSpec.from_json(spec_json))
+    with watch_owner():  # the CLI that started this container dies -> the build stops and cleans up
+        host.build(BuildSpec.from_json(spec_json))
 
 
 @app.command("profiles")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..cachelock import cache_locked
 from ..context import BuildContext
 from ..proc import run
 from ..render import install_stage_files
@@ -20,21 +21,22 @@ def run_stage(ctx: BuildContext) -> None:
     debs = ctx.cache_dir / "apt" / f"{spec.os}-{spec.release}"
     debs.mkdir(parents=True, exist_ok=True)
     ctx.rootfs.mkdir(parents=True)
-    run(
-        [
-            "debootstrap",
-            f"--variant={prof.variant}",
-            f"--arch={prof.arch}",
-            f"--components={','.join(prof.components)}",
-            f"--keyring={prof.keyring}",
-            f"--cache-dir={debs}",
-            spec.release,
-            ctx.rootfs,
-            mirror,
-        ],
-        ctx.log,
-        env={"SOURCE_DATE_EPOCH": str(spec.source_date_epoch)},
-    )
+    with cache_locked(debs, ctx.log):  # debootstrap takes no lock of its own on the shared dir
+        run(
+            [
+                "debootstrap",
+                f"--variant={prof.variant}",
+                f"--arch={prof.arch}",
+                f"--components={','.join(prof.components)}",
+                f"--keyring={prof.keyring}",
+                f"--cache-dir={debs}",
+                spec.release,
+                ctx.rootfs,
+                mirror,
+            ],
+            ctx.log,
+            env={"SOURCE_DATE_EPOCH": str(spec.source_date_epoch)},
+        )
     install_stage_files(ctx.rootfs, "bootstrap", ctx.template_context())
     chroot = ctx.chroot()
     with chroot.session(apt_caches(ctx)):
