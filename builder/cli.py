@@ -129,22 +129,26 @@ def build(
     from . import hooks, preflight
 
     hooks.validate(spec.hooks_dir)
-    preflight.run(spec, sys.stderr if json_summary else sys.stdout)
+    from .interrupt import terminate_as_interrupt
+    from .output_lock import hold_output
     from .progress import Reporter
 
     reporter = Reporter(sys.stderr if json_summary else sys.stdout)
-    try:
-        if spec.runtime == "none":
-            from .runtime import host
+    # One build per output, held to the end; SIGTERM unwinds like Ctrl-C so the container is stopped.
+    with terminate_as_interrupt(), hold_output(spec.output):
+        preflight.run(spec, sys.stderr if json_summary else sys.stdout)
+        try:
+            if spec.runtime == "none":
+                from .runtime import host
 
-            host.build(spec, reporter)
-            status = 0
-        else:
-            from .runtime import container
+                host.build(spec, reporter)
+                status = 0
+            else:
+                from .runtime import container
 
-            status = container.build(spec, spec.runtime, reporter)
-    finally:
-        reporter.close()
+                status = container.build(spec, spec.runtime, reporter)
+        finally:
+            reporter.close()
     if status != 0:
         raise typer.Exit(status)
     if json_summary:
@@ -156,8 +160,10 @@ def build(
 def run_spec(spec_json: str) -> None:
     """Inside the builder container: run the pipeline for a spec the host CLI resolved."""
     from .runtime import host
+    from .watchdog import watch_owner
 
-    host.build(BuildSpec.from_json(spec_json))
+    with watch_owner():  # the CLI that started this container dies -> the build stops and cleans up
+        host.build(BuildSpec.from_json(spec_json))
 
 
 @app.command("profiles")

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import time
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
-from . import aptcache, diskspace, dpkg, hooks, stagekeys
+from . import aptcache, diskspace, dpkg, hooks, stagekeys, workdirs
 from .chroot import mounts_below, unmount_all
 from .context import BuildContext
 from .errors import BuilderError
+from .interrupt import terminate_as_interrupt as _terminate_as_interrupt
 from .proc import Log
 from .progress import Emitter
 from .spec import BuildSpec
@@ -77,18 +76,6 @@ def remove_work_dir(path: Path) -> None:
         path.rmdir()
     except OSError:
         pass  # a mount point: emptied is all we can do
-
-
-@contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (docker stop, CI cancel) unwinds like Ctrl-C, so every cleanup runs."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 class Checkpoints:
@@ -160,9 +147,11 @@ def run_pipeline(spec: BuildSpec, emit: Emitter | None = None) -> dict:
     hooks.validate(spec.hooks_dir)
     prof = spec.profile
     spec.cache_dir.mkdir(parents=True, exist_ok=True)
+    workdirs.reap_stale(spec.cache_dir, emit.message)
     work_dir = spec.work_dir or (spec.cache_dir / "work" / f"build-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}")
     if work_dir.exists() and any(work_dir.iterdir()):
         raise BuilderError(f"work dir {work_dir} is not empty")
+    claim = workdirs.claim(work_dir, owned=spec.work_dir is None)
     work_dir.mkdir(parents=True, exist_ok=True)
     log_path = spec.cache_dir / "logs" / f"{work_dir.name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -214,6 +203,7 @@ def run_pipeline(spec: BuildSpec, emit: Emitter | None = None) -> dict:
             emit.message(f"work dir kept: {work_dir}")
         else:
             remove_work_dir(work_dir)
+        claim.release()
     summary = {
         "timings": dict(timings),
         "cache_seconds": round(checkpoints.cache_seconds, 2) if checkpoints else 0.0,

@@ -9,11 +9,14 @@ import uuid
 from pathlib import Path
 
 from ..errors import BuilderError
+from ..output_lock import lock_path
 from ..progress import EVENTS_ENV, Reporter, parse_line
 from ..spec import BuildSpec, host_ca_bundle_path
+from ..watchdog import OWNER_LOCK_ENV
+from . import reaper
 from .engine_errors import explain
+from .reaper import LABEL
 
-LABEL = "trove-builder"
 # The fewest privileges debootstrap, chroot mounts and mknod need (--privileged is not required).
 CAPABILITIES = ["SYS_ADMIN", "MKNOD"]
 SECURITY_OPTS = ["seccomp=unconfined", "apparmor=unconfined"]
@@ -96,6 +99,8 @@ def build(spec: BuildSpec, engine: str, reporter: Reporter) -> int:
     except docker.errors.ImageNotFound:
         raise BuilderError(f"builder image '{spec.builder_image}' not found: build it with "
                            f"'make builder' or pass --builder-image") from None
+    own_lock = lock_path(spec.output.resolve())  # held by the CLI (cli.build) for the whole build
+    reaper.reap_stale_containers(client, own_lock, STOP_TIMEOUT, lambda line: print(line, flush=True))
     volumes, inner = _mounts(spec)
     env = {"TROVE_BUILDER_CACHE_SHOWN_AS": str(spec.cache_dir.resolve()),
            "TROVE_BUILDER_OUTPUT_SHOWN_AS": str(spec.output.resolve()),
@@ -103,13 +108,14 @@ def build(spec: BuildSpec, engine: str, reporter: Reporter) -> int:
            "TROVE_BUILDER_OWNER": f"{os.getuid()}:{os.getgid()}",
            # The stage cache's tool identity: a new builder image never reuses another's checkpoints.
            "TROVE_BUILDER_IMAGE_ID": image.id,
-           EVENTS_ENV: "1"}
+           EVENTS_ENV: "1",
+           OWNER_LOCK_ENV: str(inner.output.with_name(own_lock.name))}
     name = f"trove-builder-{uuid.uuid4().hex[:12]}"
     container = client.containers.create(
         spec.builder_image,
         command=["_run-spec", inner.to_json()],
         name=name,
-        labels={LABEL: "build", f"{LABEL}.output": str(spec.output.resolve())},
+        labels={LABEL: "build", f"{LABEL}.output": str(spec.output.resolve()), **reaper.labels(own_lock)},
         volumes=volumes,
         environment=env,
         cap_add=CAPABILITIES,
@@ -118,8 +124,8 @@ def build(spec: BuildSpec, engine: str, reporter: Reporter) -> int:
         tty=False,
     )
     try:
-        container.start()
         try:
+            container.start()
             _relay(container.logs(stream=True, follow=True, stdout=True, stderr=False), reporter)
             status = container.wait()["StatusCode"]
         except KeyboardInterrupt:
@@ -130,6 +136,8 @@ def build(spec: BuildSpec, engine: str, reporter: Reporter) -> int:
         errors = container.logs(stdout=False, stderr=True).decode(errors="replace")
         if errors:
             sys.stderr.write(errors)
+        elif status > 128:
+            print(f"trove-builder: error: the build container was killed (signal {status - 128})", file=sys.stderr)
         return status
     finally:
         try:

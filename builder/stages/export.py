@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -48,6 +49,10 @@ def temp_name(final: Path) -> Path:
     """Where a file is written before it is renamed to `final` (same directory, so rename is atomic)."""
     return final.with_name(f".{final.name}.partial-{os.getpid()}")
 
+
+def partial_files(final: Path) -> list[Path]:
+    """Every build's temporary names of `final`: what a killed build may have left behind."""
+    return sorted(final.parent.glob(f".{glob.escape(final.name)}.partial-*"))
 
 
 def manifest_path(image: Path) -> Path:

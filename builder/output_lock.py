@@ -1,0 +1,39 @@
+"""One build per output file: the CLI holds <dir>/.<name>.lock from start to end of a build.
+
+A second build to the same output fails at once instead of racing the first for the same
+temporary names. The holder owns every temporary name of its output, so it sweeps those a killed
+build left. The builder container watches this lock to learn that its CLI died (watchdog.py).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from .errors import BuilderError
+from .locks import FileLock, holder
+from .stages.export import checksum_path, manifest_path, partial_files
+
+
+def lock_path(output: Path) -> Path:
+    return output.with_name(f".{output.name}.lock")
+
+
+@contextmanager
+def hold_output(output: Path) -> Iterator[FileLock]:
+    path = lock_path(output)
+    try:
+        lock = FileLock.try_acquire(path, holder=f"pid {os.getpid()}")
+    except OSError as exc:
+        raise BuilderError(f"cannot lock {path}: {exc.strerror}") from None
+    if lock is None:
+        raise BuilderError(f"another build is writing {output} ({holder(path) or 'holder unknown'})")
+    try:
+        for final in (output, manifest_path(output), checksum_path(output)):
+            for leftover in partial_files(final):
+                leftover.unlink(missing_ok=True)
+        yield lock
+    finally:
+        lock.release()

@@ -1,0 +1,277 @@
+"""Real builds interrupted at several stages (SIGINT, SIGTERM, SIGKILL of the CLI, a killed container)
+leave nothing behind; a second build to the same output is refused at once; two builds to different
+outputs share the download cache; and the next build succeeds.
+
+All builds are debian bookworm in the real builder container, with a cache of their own (seeded with
+hard links to the machine's .deb and wheel downloads, when there are some, to save time).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from builder.chroot import mounts_below
+from builder.spec import default_cache_dir
+from tests.conftest import REPO, TB
+
+pytestmark = pytest.mark.slow
+
+WATCHDOG_GRACE = 20  # seconds for a build container to notice its dead CLI and clean up
+
+
+class Build:
+    """One `trove-builder build` CLI, its stdout followed line by line."""
+
+    def __init__(self, out: Path, cache: Path, image: str, *extra: str):
+        self.out = out
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self.proc = subprocess.Popen(
+            [*TB, "build", "debian", "bookworm", "false", "ubuntu", str(out), "--builder-image", image,
+             "--cache-dir", str(cache), *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        threading.Thread(target=self._follow, daemon=True).start()
+
+    def _follow(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def wait_for(self, pattern: str, timeout: float = 600) -> str:
+        """Block until a stdout line matches `pattern` (a stage line: r'\\[\\d+/\\d+\\] system:')."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._queue.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                line = ""
+            if line is None or time.monotonic() > deadline:
+                pytest.fail(f"never saw /{pattern}/; exit {self.proc.poll()}, output:\n" + "\n".join(self.lines)
+                            + "\n" + (self.proc.stderr.read() if self.proc.poll() is not None else ""))
+            if re.search(pattern, line):
+                return line
+
+    def stage(self, name: str, timeout: float = 600) -> None:
+        self.wait_for(rf"^\[\d+/\d+\] {name}: ", timeout)
+
+    def send(self, sig: int) -> None:
+        os.kill(self.proc.pid, sig)
+
+    def finish(self, timeout: float = 240) -> tuple[int, str, str]:
+        rc = self.proc.wait(timeout=timeout)
+        while self._queue.get() is not None:
+            pass
+        return rc, "\n".join(self.lines), self.proc.stderr.read()
+
+
+def containers(out: Path, running_only: bool = False) -> list[str]:
+    args = ["docker", "ps", "--filter", f"label=trove-builder.output={out.resolve()}", "--format", "{{.Names}}"]
+    if not running_only:
+        args.insert(2, "-a")
+    return subprocess.run(args, capture_output=True, text=True, check=True).stdout.split()
+
+
+def work_entries(cache: Path) -> list[str]:
+    return sorted(p.name for p in (cache / "work").glob("build-*"))
+
+
+def loop_devices_on(*dirs: Path) -> list[str]:
+    """Loop devices backed by a file under `dirs` (the builder should never make one)."""
+    found = []
+    for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
+        target = backing.read_text().strip()
+        if any(target.startswith(str(d.resolve()) + "/") for d in dirs):
+            found.append(f"{backing.parts[3]} -> {target}")
+    return found
+
+
+def assert_left_nothing(out: Path, cache: Path) -> None:
+    """What an interrupted build must not leave: output or temporary files, containers, mounts,
+    loop devices, work dirs."""
+    assert sorted(p.name for p in out.parent.iterdir()) == [], "files left in the output dir"
+    assert containers(out) == [], "build container left"
+    assert mounts_below(cache) == [], "mounts left under the cache"
+    assert loop_devices_on(cache, out.parent) == [], "loop devices left"
+    assert work_entries(cache) == [], "work dir left"
+
+
+def wait_until(check, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout}s: {what}")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """A cache for these builds only; downloads this machine already made are hard-linked in."""
+    path = tmp_path_factory.mktemp("interrupt-cache")
+    shared = default_cache_dir()
+    for sub in ("apt/debian-bookworm", "pip"):
+        if (shared / sub).is_dir():
+            (path / sub).parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["cp", "-al", str(shared / sub), str(path / sub)], capture_output=True)
+            for partial in (path / sub).rglob("partial"):
+                shutil.rmtree(partial, ignore_errors=True)  # another build's downloads in flight
+    return path
+
+
+def output(tmp_path: Path, name: str = "guest") -> Path:
+    out_dir = tmp_path / name
+    out_dir.mkdir()
+    return out_dir / "trove-guest-debian-bookworm.qcow2"
+
+
+def test_ctrl_c_during_bootstrap(builder_image, cache, tmp_path):
+    out = output(tmp_path)
+    build = Build(out, cache, builder_image)
+    build.stage("bootstrap")
+    time.sleep(3)  # debootstrap is running
+    build.send(signal.SIGINT)
+    rc, stdout, stderr = build.finish()
+    assert rc == 130, stdout + stderr
+    assert "trove-builder: interrupted" in stderr
+    assert_left_nothing(out, cache)
+
+
+def test_sigterm_during_system(builder_image, cache, tmp_path):
+    out = output(tmp_path)
+    build = Build(out, cache, builder_image)
+    build.stage("system")
+    time.sleep(5)  # apt-get is installing in the chroot, with /proc, /sys, /dev and the cache mounted
+    build.send(signal.SIGTERM)
+    rc, stdout, stderr = build.finish()
+    assert rc == 130, stdout + stderr
+    assert_left_nothing(out, cache)
+
+
+def test_a_killed_container_leaves_a_work_dir_the_next_build_removes(builder_image, cache, tmp_path):
+    out = output(tmp_path)
+    build = Build(out, cache, builder_image)
+    build.stage("bootstrap")
+    time.sleep(3)
+    [name] = containers(out, running_only=True)
+    subprocess.run(["docker", "kill", name], check=True, capture_output=True)
+    rc, stdout, stderr = build.finish()
+    assert rc == 137
+    assert stderr == "trove-builder: error: the build container was killed (signal 9)\n"
+    assert sorted(p.name for p in out.parent.iterdir()) == [] and containers(out) == []
+    [left, lock] = work_entries(cache)  # no cleanup ran: the next build must do it
+    assert lock == left + ".lock"
+
+    nxt = Build(out, cache, builder_image)
+    nxt.wait_for(rf"^trove-builder: removed 1 stale work dir\(s\) of killed builds: {left}$", timeout=120)
+    nxt.stage("bootstrap")
+    nxt.send(signal.SIGINT)
+    assert nxt.finish()[0] == 130
+    assert_left_nothing(out, cache)
+
+
+def test_a_second_build_to_the_same_output_is_refused_at_once(builder_image, cache, tmp_path):
+    out = output(tmp_path)
+    first = Build(out, cache, builder_image)
+    first.stage("bootstrap")
+    started = time.monotonic()
+    second = Build(out, cache, builder_image)
+    rc, stdout, stderr = second.finish(timeout=60)
+    assert time.monotonic() - started < 15
+    assert rc == 1
+    assert stderr == f"trove-builder: error: another build is writing {out} (pid {first.proc.pid})\n"
+    assert first.proc.poll() is None, "the first build was disturbed"
+    assert len(containers(out, running_only=True)) == 1
+    first.send(signal.SIGINT)
+    assert first.finish()[0] == 130
+    assert_left_nothing(out, cache)
+
+
+def test_sigkill_of_a_runtime_none_build_leaves_mounts_the_next_build_removes(builder_image, cache, tmp_path):
+    """--runtime none, here inside a plain builder container as the README shows: a SIGKILL leaves
+    the chroot's mounts (the build's own /dev bind among them) and its running apt behind; the next
+    build kills those processes, unmounts without following into /dev, and removes the work dir."""
+    out = output(tmp_path)
+    name = f"trove-builder-test-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["docker", "run", "-d", "--name", name, "--cap-add", "SYS_ADMIN", "--cap-add", "MKNOD",
+                    "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+                    "-v", f"{cache}:/cache", "-v", f"{out.parent}:/out", "--entrypoint", "sleep",
+                    builder_image, "infinity"], check=True, capture_output=True)
+
+    def sh(script: str) -> str:
+        return subprocess.run(["docker", "exec", name, "sh", "-c", script], capture_output=True, text=True).stdout
+
+    def start(tag: str) -> None:
+        subprocess.run(["docker", "exec", "-d", name, "sh", "-c",
+                        f"echo $$ > /tmp/{tag}.pid; exec trove-builder build debian bookworm false ubuntu "
+                        f"/out/{out.name} --runtime none --cache-dir /cache > /tmp/{tag}.log 2>&1"], check=True)
+
+    def build_mounts() -> list[str]:
+        return [line.split()[4] for line in sh("cat /proc/self/mountinfo").splitlines()
+                if line.split()[4].startswith("/cache/work/")]
+
+    def chrooted() -> list[str]:
+        return sh("for p in /proc/[0-9]*; do readlink $p/root; done | grep '^/cache/work/' || true").split()
+
+    try:
+        start("first")
+        wait_until(lambda: len(build_mounts()) >= 3, 600, "the bootstrap stage's chroot mounts")
+        time.sleep(2)  # apt-get runs in the chroot
+        sh("kill -9 $(cat /tmp/first.pid)")
+        assert build_mounts() and work_entries(cache), "nothing left to clean: the test proves nothing"
+
+        start("second")
+        wait_until(lambda: re.search(r"^\[\d+/\d+\] bootstrap: ", sh("cat /tmp/second.log"), re.M), 120,
+                   "the next build's bootstrap")
+        sh("kill -INT $(cat /tmp/second.pid)")
+        wait_until(lambda: "trove-builder: interrupted" in sh("cat /tmp/second.log"), 120, "the interrupt handled")
+        log = sh("cat /tmp/second.log")
+        assert re.search(r"^trove-builder: removed 1 stale work dir\(s\) of killed builds: build-", log, re.M), log
+        assert build_mounts() == [] and chrooted() == []
+        assert sh("test -c /dev/null && echo ok").strip() == "ok", "the reaper followed into /dev"
+        assert_left_nothing(out, cache)
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def test_sigkill_of_the_cli_beside_a_build_that_succeeds(builder_image, cache, tmp_path):
+    """Two builds to different outputs share the cache through bootstrap and system; one CLI is
+    SIGKILLed in the agent stage (its container notices and cleans up); the other succeeds."""
+    killed_out, good_out = output(tmp_path, "killed"), output(tmp_path, "good")
+    killed = Build(killed_out, cache, builder_image)
+    good = Build(good_out, cache, builder_image)
+    killed.stage("agent", timeout=900)
+    good.stage("agent", timeout=900)
+    time.sleep(5)
+    killed.send(signal.SIGKILL)
+    assert killed.finish()[0] == -signal.SIGKILL
+    wait_until(lambda: containers(killed_out, running_only=True) == [], WATCHDOG_GRACE,
+               "the orphaned build container stopped")
+    wait_until(lambda: len(work_entries(cache)) == 2, 10, "its work dir removed")  # the good build's remain
+    assert sorted(p.name for p in killed_out.parent.iterdir()) == [], "files left in the output dir"
+
+    rc, stdout, stderr = good.finish(timeout=1200)
+    assert rc == 0, stdout[-3000:] + stderr
+    assert sorted(p.name for p in good_out.parent.iterdir()) == sorted(
+        [good_out.name, good_out.name + ".sha256", good_out.name + ".manifest.json"])
+    assert subprocess.run(["qemu-img", "check", str(good_out)], capture_output=True).returncode == 0
+    assert containers(good_out) == [] and work_entries(cache) == [] and mounts_below(cache) == []
+
+    # the next build clears the exited container the SIGKILLed CLI could not remove
+    [stale] = containers(killed_out)
+    nxt = Build(killed_out, cache, builder_image)
+    nxt.wait_for(rf"^trove-builder: removed 1 stale build container\(s\) of killed builds: {stale}$", timeout=120)
+    nxt.stage("bootstrap")
+    nxt.send(signal.SIGINT)
+    assert nxt.finish()[0] == 130
+    assert_left_nothing(killed_out, cache)
