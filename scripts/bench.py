@@ -54,7 +54,7 @@ class Monitor(threading.Thread):
     def _work_bytes(self) -> int:
         if not self.work_root.is_dir():
             return 0
-        out = subprocess.run(["du", "-sxb", str(self.work_root)], capture_output=True, text=True).stdout
+        out = subprocess.run(["du", "-sx", "--block-size=1", str(self.work_root)], capture_output=True, text=True).stdout
         return int(out.split()[0]) if out else 0
 
     def run(self) -> None:
