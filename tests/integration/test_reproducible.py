@@ -30,3 +30,23 @@ def test_bookworm_is_bit_identical_across_tz_umask_locale_work_dir_and_cold_cach
     assert second_sum == first_sum, "the image depends on the build host's TZ, umask, locale or work dir"
     assert (out.parent / (out.name + ".manifest.json")).read_text() == \
         (first.parent / (first.name + ".manifest.json")).read_text()
+
+
+def test_runtime_none_in_a_plain_container_gives_the_same_bytes_as_runtime_docker(images, builder_image, tmp_path):
+    """`docker run trove-builder build ... --runtime none` (the pipeline straight in a container the
+    operator started, another host name, no stage cache) against the CLI's own container."""
+    first = images.get("debian", "bookworm")
+    out = tmp_path / "out"
+    out.mkdir()
+    ca = "/etc/ssl/certs/ca-certificates.crt"
+    result = subprocess.run(
+        ["docker", "run", "--rm", "--hostname", "elsewhere-builder", "--cap-add", "SYS_ADMIN", "--cap-add", "MKNOD",
+         "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+         "-v", f"{out}:/out", "-v", f"{ca}:/run/host-ca.pem:ro", "-e", "TZ=America/New_York",
+         builder_image, "build", "debian", "bookworm", "false", "ubuntu", f"/out/{first.name}",
+         "--runtime", "none", "--no-cache", "--cache-dir", "/var/tmp/cache", "--ca-bundle", "/run/host-ca.pem"],
+        capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    first_sum = (first.parent / (first.name + ".sha256")).read_text().split()[0]
+    assert (out / (first.name + ".sha256")).read_text().split()[0] == first_sum, \
+        "--runtime none in a container and --runtime docker must give the same image"
