@@ -305,7 +305,7 @@ def test_no_permission_on_the_docker_socket(mirror):
     home.chmod(0o755)
     try:
         shutil.chown(home, "nobody", "nogroup")
-        env = {k: v for k, v in os.environ.items() if k not in ("DOCKER_HOST", "TROVE_BUILDER_CACHE")}
+        env = {k: v for k, v in os.environ.items() if k not in ("DOCKER_HOST", "TROVE_BUILDER_CACHE", "XDG_CACHE_HOME")}
         result = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *TB,
                                  *build_args(home / "x.qcow2", "--mirror", mirror)],
                                 capture_output=True, text=True, timeout=120, env={**env, "HOME": str(home)})
