@@ -31,7 +31,10 @@ WATCHDOG_GRACE = 20  # seconds for a build container to notice its dead CLI and 
 
 
 class Build:
-    """One `trove-builder build` CLI, its stdout followed line by line."""
+    """One `trove-builder build` CLI, its stdout followed line by line.
+
+    Without the stage cache: every build really runs the stage it is interrupted in (a checkpoint
+    from an earlier build would skip it, or finish the image before the signal arrives)."""
 
     def __init__(self, out: Path, cache: Path, image: str, *extra: str):
         self.out = out
@@ -39,7 +42,7 @@ class Build:
         self._queue: queue.Queue[str | None] = queue.Queue()
         self.proc = subprocess.Popen(
             [*TB, "build", "debian", "bookworm", "false", "ubuntu", str(out), "--builder-image", image,
-             "--cache-dir", str(cache), *extra],
+             "--cache-dir", str(cache), "--no-cache", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
         threading.Thread(target=self._follow, daemon=True).start()
 
@@ -214,7 +217,7 @@ def test_sigkill_of_a_runtime_none_build_leaves_mounts_the_next_build_removes(bu
     def start(tag: str) -> None:
         subprocess.run(["docker", "exec", "-d", name, "sh", "-c",
                         f"echo $$ > /tmp/{tag}.pid; exec trove-builder build debian bookworm false ubuntu "
-                        f"/out/{out.name} --runtime none --cache-dir /cache > /tmp/{tag}.log 2>&1"], check=True)
+                        f"/out/{out.name} --runtime none --cache-dir /cache --no-cache > /tmp/{tag}.log 2>&1"], check=True)
 
     def build_mounts() -> list[str]:
         return [line.split()[4] for line in sh("cat /proc/self/mountinfo").splitlines()
