@@ -46,10 +46,13 @@ def unmount_all(root: Path) -> None:
 class Chroot:
     """Runs commands inside `root` with /proc, /sys, /dev and caches mounted."""
 
-    def __init__(self, root: Path, log: Log, env: Mapping[str, str] | None = None):
+    def __init__(self, root: Path, log: Log, env: Mapping[str, str] | None = None,
+                 mounts: Mapping[str, Path] | None = None):
         self.root = root
         self.log = log
         self.env = dict(CHROOT_ENV, **(env or {}))
+        # Bound in every session (a locked build's apt config and wheels, whoever enters the chroot).
+        self.mounts = dict(mounts or {})
 
     def path(self, inner: str) -> Path:
         return self.root / inner.lstrip("/")
@@ -84,7 +87,7 @@ class Chroot:
             self.bind(Path("/dev"), "/dev")
             if Path("/dev/pts").is_dir():
                 self.bind(Path("/dev/pts"), "/dev/pts")
-            for inner, source in (caches or {}).items():
+            for inner, source in {**self.mounts, **(caches or {})}.items():
                 source.mkdir(parents=True, exist_ok=True)
                 self.bind(source, inner)
             policy.parent.mkdir(parents=True, exist_ok=True)

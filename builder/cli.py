@@ -59,10 +59,11 @@ def guarded(func):
 @app.command()
 @guarded
 def build(
-    guest_os: str = typer.Argument("ubuntu", help="Guest OS: ubuntu or debian."),
-    release: str = typer.Argument("noble", help="Guest release, e.g. noble, jammy, bionic, bookworm."),
-    dev_mode: str = typer.Argument("false", help="true: agent code synced from the controller at boot."),
-    guest_username: str = typer.Argument("ubuntu", help="User that owns and runs the guest agent."),
+    guest_os: Optional[str] = typer.Argument(None, help="Guest OS: ubuntu (default) or debian."),
+    release: Optional[str] = typer.Argument(None, help="Guest release, e.g. noble (default), jammy, bionic, bookworm."),
+    dev_mode: Optional[str] = typer.Argument(None, help="true: agent code synced from the controller at boot "
+                                                        "(default false)."),
+    guest_username: Optional[str] = typer.Argument(None, help="User that owns and runs the guest agent (default ubuntu)."),
     output: Optional[Path] = typer.Argument(
         None, help="Image path; default images/trove-guest-<os>-<release>[-dev].qcow2. "
                    "A .raw extension selects the raw format."),
@@ -104,16 +105,49 @@ def build(
                                     help="Stage cache size kept after a build (least recently used go)."),
     json_summary: bool = typer.Option(False, "--json", help="Print a JSON summary (stage timings, cache use, "
                                                             "sha256) on stdout; progress goes to stderr."),
+    output_option: Optional[Path] = typer.Option(None, "--output", "-o", help="Image path (instead of the "
+                                                 "fifth argument; handy with --lock)."),
+    lock: Optional[Path] = typer.Option(None, "--lock", help="Install exactly what this lock file names "
+                                                            "(see `trove-builder lock`)."),
+    offline: bool = typer.Option(False, "--offline", help="With --lock: no network in the builder container; "
+                                                          "every file comes from the cache (`trove-builder fetch`)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show every command's output."),
 ) -> None:
     """Build a Trove guest image (same positional arguments as `trovestack build-image`)."""
-    dev = parse_bool(dev_mode, "DEV_MODE")
+    if offline and runtime == "none":
+        raise UsageError("--offline needs a container runtime (it takes the builder container's network away)")
+    if output_option is not None:
+        if output is not None and output != output_option:
+            raise UsageError(f"two outputs given: {output} and --output {output_option}")
+        output = output_option
+    locked = None
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", str(DEFAULT_SOURCE_DATE_EPOCH))
+    if lock is not None:
+        from .lockfile import Lock
+
+        locked = Lock.load(lock)
+        target = locked.target
+        given = {"OS": (guest_os, target["os"]), "release": (release, target["release"]),
+                 "DEV_MODE": (None if dev_mode is None else parse_bool(dev_mode, "DEV_MODE"), target["dev_mode"]),
+                 "guest user": (guest_username, target["guest_user"])}
+        for what, (value, want) in given.items():
+            if value is not None and value != want:
+                raise UsageError(f"the lock {lock} is for {what} {want}, not {value}")
+        guest_os, release, guest_username = target["os"], target["release"], target["guest_user"]
+        dev_mode = str(target["dev_mode"])
+        agent_version, agent_source, mirror = target["agent_version"], target["agent_source"], target["mirror"]
+        docker_source, pip_index_url = target["docker_source"], target["pip_index_url"]
+        controller_user, controller_path = target["controller_user"], target["controller_path"]
+        sync_logs = str(target["sync_logs"])
+        epoch = str(locked.source_date_epoch)
+    guest_os, release = guest_os or "ubuntu", release or "noble"
+    guest_username = guest_username or "ubuntu"
+    dev = parse_bool(dev_mode or "false", "DEV_MODE")
     if fmt is None:
         fmt = "raw" if output is not None and output.suffix == ".raw" else "qcow2"
     if output is None:
         output = default_output(guest_os, release, dev, fmt)
         output.parent.mkdir(parents=True, exist_ok=True)
-    epoch = os.environ.get("SOURCE_DATE_EPOCH", str(DEFAULT_SOURCE_DATE_EPOCH))
     if not epoch.isdigit():
         raise UsageError(f"SOURCE_DATE_EPOCH must be a whole number of seconds, not '{epoch}'")
     spec = BuildSpec(
@@ -125,7 +159,31 @@ def build(
         sync_logs=parse_bool(sync_logs, "SYNC_LOG_TO_CONTROLLER"), ca_bundle=ca_bundle,
         pip_index_url=pip_index_url, docker_source=docker_source, source_date_epoch=int(epoch), verbose=verbose,
         compression=compression, stage_cache=not no_cache, cache_limit=cache_limit,
+        lock_file=lock, lock_digest=locked.digest if locked else None, offline=offline,
     ).validate()
+    if locked is not None:
+        _warn_other_builder(locked, spec)
+    _run(spec, json_summary)
+
+
+def _warn_other_builder(locked, spec: BuildSpec) -> None:
+    """A lock replayed by another builder image installs the same files, but its tools may write them differently."""
+    made_with = locked.data.get("builder_image")
+    if not made_with or spec.runtime == "none":
+        return
+    try:
+        from .runtime.container import connect
+
+        now = connect(spec.runtime).images.get(spec.builder_image).id
+    except Exception:  # the build itself reports a missing engine or image
+        return
+    if now != made_with:
+        print(f"trove-builder: warning: the lock was made with builder image {made_with[:19]}, this is "
+              f"{now[:19]}: the image may differ from one built with that", file=sys.stderr)
+
+
+def _run(spec: BuildSpec, json_summary: bool = False) -> None:
+    """Run the pipeline for `spec` in its runtime, holding its output; exit with the build's status."""
     from . import hooks, preflight
 
     hooks.validate(spec.hooks_dir)
@@ -164,6 +222,88 @@ def run_spec(spec_json: str) -> None:
 
     with watch_owner():  # the CLI that started this container dies -> the build stops and cleans up
         host.build(BuildSpec.from_json(spec_json))
+
+
+@app.command("lock")
+@guarded
+def lock_command(
+    guest_os: str = typer.Argument("ubuntu", help="Guest OS: ubuntu or debian."),
+    release: str = typer.Argument("noble", help="Guest release."),
+    dev_mode: str = typer.Argument("false", help="true: a dev-mode image."),
+    guest_username: str = typer.Argument("ubuntu", help="User that owns and runs the guest agent."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                          help="Lock file; default images/trove-guest-<os>-<release>[-dev].lock.json."),
+    agent_version: Optional[str] = typer.Option(None, "--agent-version", help="Trove release for the agent."),
+    agent_source: Optional[str] = typer.Option(None, "--agent-source", help="pip requirement instead of trove==VERSION."),
+    mirror: Optional[str] = typer.Option(None, "--mirror", envvar="DIB_DISTRIBUTION_MIRROR", help="Archive mirror (http)."),
+    hooks_dir: Optional[Path] = typer.Option(None, "--hooks-dir", help="Hooks whose packages are locked too."),
+    runtime: str = typer.Option("docker", "--runtime", help="docker, podman, or none (this host)."),
+    builder_image: str = typer.Option(DEFAULT_BUILDER_IMAGE, "--builder-image", envvar="TROVE_BUILDER_IMAGE"),
+    cache_dir: Path = typer.Option(default_cache_dir(), "--cache-dir", envvar="TROVE_BUILDER_CACHE",
+                                   help="Where the locked files are stored (cas/sha256/)."),
+    controller_user: str = typer.Option("stack", "--controller-user", envvar="HOST_SCP_USERNAME"),
+    controller_path: str = typer.Option("/opt/stack/trove", "--controller-path"),
+    ca_bundle: Optional[Path] = typer.Option(None, "--ca-bundle", help="CA bundle for HTTPS (never kept)."),
+    pip_index_url: str = typer.Option("https://pypi.org/simple", "--pip-index-url", envvar="PIP_INDEX_URL"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Resolve from scratch, reusing no checkpoint."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show every command's output."),
+) -> None:
+    """Resolve a build's inputs into a lock file: packages, Python files, builder image, SOURCE_DATE_EPOCH.
+
+    Runs the build up to its hooks (reusing checkpoints), reads back what was installed, and fills
+    the cache with every file the lock names, so that `build --lock FILE --offline` works here."""
+    dev = parse_bool(dev_mode, "DEV_MODE")
+    if output is None:
+        from .lockfile import default_lock_path
+
+        output = default_lock_path(default_output(guest_os, release, dev))
+        output.parent.mkdir(parents=True, exist_ok=True)
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", str(DEFAULT_SOURCE_DATE_EPOCH))
+    if not epoch.isdigit():
+        raise UsageError(f"SOURCE_DATE_EPOCH must be a whole number of seconds, not '{epoch}'")
+    chosen_mirror = mirror or profiles.load(guest_os, release).mirror
+    if not chosen_mirror.startswith("http://"):
+        raise UsageError(f"mirror {chosen_mirror}: locks replay apt through an http proxy; use an http:// mirror")
+    spec = BuildSpec(
+        os=guest_os, release=release, dev_mode=dev, guest_user=guest_username, output=output,
+        agent_version=agent_version, agent_source=agent_source, mirror=mirror, hooks_dir=hooks_dir,
+        runtime=runtime, builder_image=builder_image, cache_dir=cache_dir, controller_user=controller_user,
+        controller_path=controller_path, ca_bundle=ca_bundle, pip_index_url=pip_index_url,
+        source_date_epoch=int(epoch), verbose=verbose, stage_cache=not no_cache, lock_out=output,
+    ).validate()
+    _run(spec)
+    from .cas import ContentStore
+    from .fetch import fetch
+    from .lockfile import Lock
+    from .spec import host_ca_bundle_path
+
+    locked = Lock.load(output)
+    count, size = fetch(locked, ContentStore(cache_dir), host_ca_bundle_path(ca_bundle), print)
+    print(f"lock written: {output} ({len(locked.packages)} packages, {len(locked.python_files)} Python files); "
+          f"every locked file is in {cache_dir / 'cas'}")
+
+
+@app.command("fetch")
+@guarded
+def fetch_command(
+    lock: Path = typer.Option(..., "--lock", help="Lock file whose files to download."),
+    cache_dir: Path = typer.Option(default_cache_dir(), "--cache-dir", envvar="TROVE_BUILDER_CACHE"),
+    ca_bundle: Optional[Path] = typer.Option(None, "--ca-bundle", help="CA bundle for HTTPS."),
+) -> None:
+    """Download every file a lock names into the content-addressed cache, checking each sha256."""
+    from .cas import ContentStore
+    from .fetch import check_complete, fetch
+    from .lockfile import Lock
+    from .spec import host_ca_bundle_path
+
+    locked = Lock.load(lock)
+    if ca_bundle is not None and not ca_bundle.is_file():
+        raise UsageError(f"CA bundle {ca_bundle} is not a file")
+    store = ContentStore(cache_dir)
+    count, size = fetch(locked, store, host_ca_bundle_path(ca_bundle), print)
+    check_complete(locked, store, offline=True)
+    total = len({a.sha256 for a in locked.artifacts()})
+    print(f"{total} locked files in {cache_dir / 'cas'} ({count} downloaded, {size / 2**20:.0f} MiB)")
 
 
 @app.command("profiles")

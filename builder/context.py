@@ -29,6 +29,7 @@ class BuildContext:
     work_dir: Path
     log: Log
     results: dict[str, Any] = field(default_factory=dict)
+    replay: Any = None  # builder.replay.Replay when building from a lock file
 
     @property
     def rootfs(self) -> Path:
@@ -50,7 +51,12 @@ class BuildContext:
 
     def chroot(self, env: dict[str, str] | None = None) -> "Chroot":
         """The guest root, entered with the build's clamped clock (initramfs, pyc, docs honour it)."""
-        return Chroot(self.rootfs, self.log, {"SOURCE_DATE_EPOCH": str(self.spec.source_date_epoch), **(env or {})})
+        base = {"SOURCE_DATE_EPOCH": str(self.spec.source_date_epoch)}
+        mounts = {}
+        if self.replay is not None:  # a locked build: apt through the lock's proxy, wheels from the lock
+            base.update(self.replay.chroot_env)
+            mounts = self.replay.chroot_mounts
+        return Chroot(self.rootfs, self.log, {**base, **(env or {})}, mounts)
 
     @property
     def guest_home(self) -> str:

@@ -30,6 +30,10 @@ def _post_install_hooks(ctx: BuildContext) -> None:
     for phase in ("install.d", "post-install.d", "finalise.d"):
         hooks.run_phase(ctx, phase)
     ctx.results["packages"] = dpkg.installed(ctx.rootfs)
+    if ctx.replay is not None:  # hooks included: nothing installed that the lock does not name
+        from .lockcollect import installed_during_build
+
+        ctx.replay.check_packages(installed_during_build(ctx.rootfs))
 
 
 # (name, what it does, function). Hooks sit where diskimage-builder's phases do.
@@ -81,8 +85,9 @@ def remove_work_dir(path: Path) -> None:
 class Checkpoints:
     """Which stages the stage cache lets this build skip, and where to store new checkpoints."""
 
-    def __init__(self, ctx: BuildContext, enabled: bool):
+    def __init__(self, ctx: BuildContext, enabled: bool, last_stage: str = STAGES[-1][0]):
         self.ctx = ctx
+        self.last_stage = last_stage
         self.cache = StageCache(ctx.cache_dir, ctx.log)
         self.enabled = enabled
         self.keys = stagekeys.checkpoint_keys(ctx) if enabled else {}
@@ -100,7 +105,10 @@ class Checkpoints:
         if not self.enabled:
             return []
         self.cache.sweep()
-        for checkpoint in reversed(list(stagekeys.CHECKPOINTS)):
+        names = [s for s, _, _ in STAGES]
+        usable = [c for c, (stages, _) in stagekeys.CHECKPOINTS.items()
+                  if names.index(stages[-1]) <= names.index(self.last_stage)]
+        for checkpoint in reversed(usable):
             entry = self.cache.lookup(checkpoint, self.keys[checkpoint])
             if entry is not None:
                 self.hit = (checkpoint, entry)
@@ -140,6 +148,40 @@ class Checkpoints:
                 self.ctx.log.write(f"stage cache: pruned {entry.path.name}\n")
 
 
+def _start_replay(ctx: BuildContext, emit: Emitter):
+    """A locked build: every file it names in the store (fetched first unless offline), then its proxy."""
+    from . import fetch
+    from .cas import ContentStore
+    from .lockfile import Lock
+    from .replay import Replay
+    from .spec import host_ca_bundle_path
+
+    spec = ctx.spec
+    lock, store = Lock.load(spec.lock_file), ContentStore(spec.cache_dir)
+    if spec.offline:
+        links = sorted(p.name for p in Path("/sys/class/net").iterdir() if p.name != "lo")
+        if links:
+            raise BuilderError(f"--offline, but this builder has network interfaces: {', '.join(links)}")
+        emit.message("offline: no network but the loopback; every file comes from the cache")
+    else:
+        fetch.fetch(lock, store, host_ca_bundle_path(spec.ca_bundle), emit.message)
+    fetch.check_complete(lock, store, spec.offline)
+    replay = Replay(lock, store, ctx.work_dir)
+    replay.start()
+    ctx.replay = replay
+    return replay
+
+
+def _write_lock(ctx: BuildContext, emit: Emitter) -> None:
+    from .lockcollect import collect
+
+    started = time.monotonic()
+    lock = collect(ctx)
+    lock.save(ctx.spec.lock_out)
+    emit.message(f"locked {len(lock.packages)} packages and {len(lock.python_files)} Python files "
+                 f"in {time.monotonic() - started:.0f}s")
+
+
 def run_pipeline(spec: BuildSpec, emit: Emitter | None = None) -> dict:
     """Build spec.output on this machine (the builder container, or the host with --runtime none)."""
     emit = emit or Emitter()
@@ -163,17 +205,22 @@ def run_pipeline(spec: BuildSpec, emit: Emitter | None = None) -> dict:
          agent_version=spec.resolved_agent_version, size_gb=spec.size_gb, output=shown_output)
     failed = True
     checkpoints = None
-    total = len(STAGES)
+    # `trove-builder lock` needs the guest as the hooks left it: no image is made.
+    stages = STAGES[: [s for s, _, _ in STAGES].index("hooks") + 1] if spec.lock_out else STAGES
+    total = len(stages)
     aptcache.sweep(spec.cache_dir)
+    replay = None
     try:
         with _terminate_as_interrupt():
-            checkpoints = Checkpoints(ctx, spec.stage_cache)
+            if spec.lock_file is not None:
+                replay = _start_replay(ctx, emit)
+            checkpoints = Checkpoints(ctx, spec.stage_cache, stages[-1][0])
             skipped = checkpoints.find()
             if checkpoints.hit:
                 name, entry = checkpoints.hit
                 emit("cache-hit", checkpoint=name, entry=entry.path.name, skipped=len(skipped), total=total)
                 checkpoints.restore()
-            for index, (name, description, func) in enumerate(STAGES, 1):
+            for index, (name, description, func) in enumerate(stages, 1):
                 if name in skipped:
                     emit("stage-cached", index=index, total=total, name=name)
                     timings.append((name, 0.0))
@@ -193,9 +240,13 @@ def run_pipeline(spec: BuildSpec, emit: Emitter | None = None) -> dict:
                 timings.append((name, elapsed))
                 emit("stage-done", index=index, total=total, name=name, seconds=round(elapsed, 2))
                 checkpoints.after(name)
+            if spec.lock_out is not None:
+                _write_lock(ctx, emit)
             checkpoints.prune(parse_size(spec.cache_limit))
         failed = False
     finally:
+        if replay is not None:
+            replay.stop()
         aptcache.release(aptcache.private_dir(spec.cache_dir, work_dir),
                          aptcache.shared_dir(spec.cache_dir, spec.os, spec.release))
         log.close()

@@ -33,5 +33,7 @@ def run(spec: BuildSpec, progress: TextIO = sys.stdout) -> None:
     if spec.work_dir:
         _writable(spec.work_dir, "work directory")
     diskspace.check(spec)
+    if spec.lock_file is not None:
+        return  # a locked build reaches no mirror but the lock's URLs, checked file by file
     mirror.probe(spec.mirror or spec.profile.mirror, spec.release, host_ca_bundle_path(spec.ca_bundle),
                  say=lambda text: print(f"trove-builder: {text}", file=progress, flush=True))

@@ -108,8 +108,9 @@ class Reporter:
             self._print("stage timings:")
             for name, value in rows:
                 self._print(f"  {name:<10} {value:>8}")
-        self._print(f"image: {self.summary.get('output')} ({self.summary.get('bytes', 0) / 2**20:.0f} MiB, "
-                    f"sha256 {self.summary.get('sha256')})")
+        if self.summary.get("sha256"):  # `lock` makes no image
+            self._print(f"image: {self.summary.get('output')} ({self.summary.get('bytes', 0) / 2**20:.0f} MiB, "
+                        f"sha256 {self.summary.get('sha256')})")
 
     def close(self) -> None:
         self._stop_spinner()

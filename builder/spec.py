@@ -105,6 +105,10 @@ class BuildSpec:
     compression: str | None = None
     stage_cache: bool = True
     cache_limit: str = "20G"
+    lock_file: Path | None = None   # build --lock: install exactly what it names
+    lock_digest: str | None = None  # its content's sha256 (an input of the image)
+    offline: bool = False           # build --offline: the builder container has no network
+    lock_out: Path | None = None    # trove-builder lock: write the lock here instead of an image
 
     @property
     def profile(self) -> profiles.Profile:
@@ -142,6 +146,7 @@ class BuildSpec:
             "dev_ssh_key": bool(self.dev_ssh_key) if self.dev_mode else None,
             "sync_logs": self.sync_logs if self.dev_mode else None,
             "source_date_epoch": self.source_date_epoch,
+            "lock": self.lock_digest,
         }
 
     def validate(self) -> "BuildSpec":
@@ -177,6 +182,8 @@ class BuildSpec:
                 raise UsageError("--dev-ssh-key only makes sense with dev mode (DEV_MODE=true)")
             if not self.dev_ssh_key.is_file() or not os.access(self.dev_ssh_key, os.R_OK):
                 raise UsageError(f"dev ssh key {self.dev_ssh_key} is not a readable file")
+        if self.offline and self.lock_file is None:
+            raise UsageError("--offline needs --lock FILE: an offline build installs what a lock names")
         if self.ca_bundle is not None and not self.ca_bundle.is_file():
             raise UsageError(f"CA bundle {self.ca_bundle} is not a file")
         return self

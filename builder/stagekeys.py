@@ -130,7 +130,7 @@ def stage_inputs(ctx) -> dict[str, dict[str, Any]]:
     context = ctx.template_context()
     return {
         "bootstrap": {
-            "os": spec.os, "release": spec.release, "mirror": spec.mirror or prof.mirror,
+            "os": spec.os, "release": spec.release, "mirror": spec.mirror or prof.mirror, "lock": spec.lock_digest,
             "profile": {k: prof.data.get(k) for k in ("arch", "variant", "components", "keyring",
                                                        "bootstrap_tool", "suites", "security_suite",
                                                        "security_mirror")},

@@ -67,6 +67,10 @@ def _mounts(spec: BuildSpec) -> tuple[dict, BuildSpec]:
         inner.hooks_dir = Path(mount(spec.hooks_dir, "/hooks", "ro"))
     if spec.dev_ssh_key:
         inner.dev_ssh_key = Path(mount(spec.dev_ssh_key, "/run/trove-builder/dev-key", "ro"))
+    if spec.lock_file:
+        inner.lock_file = Path(mount(spec.lock_file, "/run/trove-builder/lock.json", "ro"))
+    if spec.lock_out:  # `lock` writes its lock as its output
+        inner.lock_out = inner.output
     ca = host_ca_bundle_path(spec.ca_bundle)
     inner.ca_bundle = Path(mount(ca, "/run/trove-builder/ca.pem", "ro")) if ca else None
     return volumes, inner
@@ -120,7 +124,8 @@ def build(spec: BuildSpec, engine: str, reporter: Reporter) -> int:
         environment=env,
         cap_add=CAPABILITIES,
         security_opt=SECURITY_OPTS,
-        network_mode="bridge",
+        # --offline: only the loopback, where the lock's proxy answers from the cache.
+        network_mode="none" if spec.offline else "bridge",
         tty=False,
     )
     try:

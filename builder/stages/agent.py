@@ -49,6 +49,12 @@ def _freeze(ctx: BuildContext) -> list[str]:
     return sorted(found, key=str.lower)
 
 
+def downloaded(ctx: BuildContext, freeze: list[str]) -> list[str]:
+    """The venv's distributions that came from the index (not bundled by python3-venv unchanged)."""
+    bundled = set(ctx.results.get("venv_bundled", []))
+    return [line for line in freeze if line not in bundled]
+
+
 def installed_packages(ctx: BuildContext) -> set[str]:
     return {p["name"] for p in dpkg.installed(ctx.rootfs)}
 
@@ -61,8 +67,15 @@ def _install_venv(ctx: BuildContext, chroot: Chroot) -> None:
         shutil.copyfile(ca, ca_inside)
     try:
         chroot.run(["/usr/bin/python3", "-m", "venv", VENV])
-        _pip(ctx, chroot, "install", "--upgrade", prof.data.get("pip_bootstrap", "pip"))
-        _pip(ctx, chroot, "install", "--no-compile", agent_requirement(ctx))
+        # What python3-venv itself put there (a locked .deb, not a download; bionic's pkg-resources 0.0.0).
+        ctx.results["venv_bundled"] = _freeze(ctx)
+        if ctx.replay is not None:  # exactly the lock's files, by hash, no index
+            if ctx.replay.locks_pip:
+                _pip(ctx, chroot, *ctx.replay.pip_install_args("pip"))
+            _pip(ctx, chroot, *ctx.replay.pip_install_args("agent"), "--no-compile")
+        else:
+            _pip(ctx, chroot, "install", "--upgrade", prof.data.get("pip_bootstrap", "pip"))
+            _pip(ctx, chroot, "install", "--no-compile", agent_requirement(ctx))
     finally:
         ca_inside.unlink(missing_ok=True)
     # Byte-compile once, with hashes instead of build-time stamps (reproducible).
@@ -71,6 +84,8 @@ def _install_venv(ctx: BuildContext, chroot: Chroot) -> None:
         compile_args += ["--invalidation-mode", "checked-hash"]
     chroot.run([f"{VENV}/bin/python", *compile_args, VENV], check=False)
     freeze = _freeze(ctx)
+    if ctx.replay is not None:
+        ctx.replay.check_python(downloaded(ctx, freeze))
     ctx.results["pip_freeze"] = freeze
     # The constraints dev-mode starts reinstall under: exactly what was resolved here.
     write_into(ctx.rootfs, "/opt/upper-constraints.txt", "\n".join(freeze) + "\n")

@@ -35,6 +35,7 @@ REMOVE = [
     "etc/resolv.conf",
     "etc/hostname.trove-builder",
     "usr/sbin/policy-rc.d",
+    "var/cache/trove-builder-*",     # mount points of the build's download and lock dirs
 ]
 TRUNCATE = ["etc/machine-id"]
 

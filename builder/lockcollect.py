@@ -1,0 +1,232 @@
+"""`trove-builder lock`: read a finished guest tree back into a lock file.
+
+Runs after the hooks stage of a build, before normalize scrubs apt's lists: the signed InRelease
+files apt verified, the Packages indexes they name, every package dpkg installed at any point of
+the build (build-only packages purged again included), and the exact Python files the agent venv
+was made from (downloaded again with the guest's own pip, so the wheel chosen is the guest's).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from . import aptcache, dpkg
+from .cas import ContentStore, HashMismatch, sha256_file
+from .context import GUEST_CA_PATH, VENV, BuildContext
+from .errors import BuilderError
+from .lockfile import FORMAT, TARGET_FIELDS, Lock
+from .spec import host_ca_bundle_path
+from .stages.agent import PIP_CACHE
+from .stages.bootstrap import apt_caches
+
+PY_DOWNLOADS = "/var/cache/trove-builder-lock-py"
+INDEX_COMPRESSIONS = (".xz", ".gz", "")
+_DPKG_INSTALLED = re.compile(r"^\S+ \S+ status installed (\S+?):(\S+) (\S+)$")
+
+
+def installed_during_build(root: Path) -> set[tuple[str, str, str]]:
+    """(name, arch, version) of every package dpkg installed, from its log, plus what is installed now."""
+    seen = set()
+    log = root / "var/log/dpkg.log"
+    if log.is_file():
+        for line in log.read_text(errors="replace").splitlines():
+            match = _DPKG_INSTALLED.match(line)
+            if match:
+                seen.add(match.groups())
+    seen |= {(p["name"], p["arch"], p["version"]) for p in dpkg.installed(root)}
+    return seen
+
+
+def release_hashes(inrelease: str) -> dict[str, tuple[str, int]]:
+    """path -> (sha256, size) from the SHA256 section of a (signed) Release file."""
+    found, inside = {}, False
+    for line in inrelease.splitlines():
+        if line.startswith("SHA256:"):
+            inside = True
+        elif inside and line.startswith(" "):
+            parts = line.split()
+            if len(parts) == 3:
+                found[parts[2]] = (parts[0], int(parts[1]))
+        elif inside:
+            inside = False
+    return found
+
+
+def _packages_stanzas(text: str):
+    for stanza in text.split("\n\n"):
+        fields = {}
+        for line in stanza.splitlines():
+            if line and not line[0].isspace() and ":" in line:
+                key, value = line.split(":", 1)
+                fields[key] = value.strip()
+        if "Package" in fields:
+            yield fields
+
+
+def _index_targets(ctx: BuildContext, chroot) -> list[dict[str, str]]:
+    fmt = "$(SITE)\t$(RELEASE)\t$(METAKEY)\t$(FILENAME)\t$(IDENTIFIER)"
+    out = chroot.run(["apt-get", "indextargets", "--format", fmt], capture=True).stdout
+    targets = []
+    for line in out.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 5 and parts[4] == "Packages":
+            site, release, metakey, filename, _ = parts
+            targets.append({"site": site.rstrip("/"), "release": release, "metakey": metakey,
+                            "list": ctx.rootfs / filename.lstrip("/")})
+    if not targets:
+        raise BuilderError("apt knows no package indexes in the guest: nothing to lock")
+    return targets
+
+
+def collect_apt(ctx: BuildContext, chroot, store: ContentStore) -> dict[str, Any]:
+    """The signed indexes and every installed .deb, by URL and sha256; local copies go into the store."""
+    indexes: dict[str, dict[str, Any]] = {}
+    available: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for target in _index_targets(ctx, chroot):
+        site, release, metakey = target["site"], target["release"], target["metakey"]
+        mangled = metakey.replace("/", "_")
+        inrelease_file = Path(str(target["list"])[: -len(mangled)] + "InRelease")
+        if not inrelease_file.is_file():
+            raise BuilderError(f"{site} {release} has no InRelease file; only signed-inline mirrors can be locked")
+        text = inrelease_file.read_text(errors="replace")
+        url = f"{site}/dists/{release}/InRelease"
+        indexes[url] = {"url": url, "sha256": store.add_bytes(inrelease_file.read_bytes()),
+                        "size": inrelease_file.stat().st_size}
+        hashes = release_hashes(text)
+        by_hash = re.search(r"^Acquire-By-Hash:\s*yes", text, re.M | re.I) is not None
+        for ext in INDEX_COMPRESSIONS:
+            if metakey + ext in hashes:
+                sha, size = hashes[metakey + ext]
+                url = f"{site}/dists/{release}/{metakey}{ext}"
+                entry = {"url": url, "sha256": sha, "size": size}
+                if by_hash:
+                    entry["fetch_url"] = f"{site}/dists/{release}/{os.path.dirname(metakey)}/by-hash/SHA256/{sha}"
+                indexes[url] = entry
+                break
+        else:
+            raise BuilderError(f"{site} {release}: {metakey} is not listed in its InRelease")
+        for fields in _packages_stanzas(target["list"].read_text(errors="replace")):
+            key = (fields["Package"], fields.get("Architecture", ""), fields.get("Version", ""))
+            available.setdefault(key, {"site": site, **fields})
+    archive = aptcache.private_dir(ctx.cache_dir, ctx.work_dir)
+    packages = []
+    for name, arch, version in sorted(installed_during_build(ctx.rootfs)):
+        fields = available.get((name, arch, version))
+        if fields is None or "SHA256" not in fields:
+            raise BuilderError(f"package {name} {version} ({arch}) was installed but no apt index offers it "
+                               f"(a hook installed a local .deb?): it cannot be locked")
+        deb = archive / f"{name}_{version.replace(':', '%3a')}_{arch}.deb"
+        if deb.is_file():
+            try:
+                store.add_file(deb, fields["SHA256"])
+            except HashMismatch:
+                pass  # fetch downloads the real one
+        packages.append({"name": name, "arch": arch, "version": version, "sha256": fields["SHA256"],
+                         "size": int(fields.get("Size", 0)), "url": f"{fields['site']}/{fields['Filename']}"})
+    return {"indexes": sorted(indexes.values(), key=lambda e: e["url"]), "packages": packages}
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _dist_of(filename: str) -> tuple[str, str]:
+    """(normalized name, version) from a wheel or sdist file name."""
+    if filename.endswith(".whl"):
+        name, version = filename.split("-")[:2]
+        return _normalize(name), version
+    stem = re.sub(r"\.(tar\.gz|tar\.bz2|zip|tgz)$", "", filename)
+    name, _, version = stem.rpartition("-")
+    return _normalize(name), version
+
+
+def _index_url_of(index_url: str, name: str, filename: str, ca: str | None) -> str:
+    """Where `filename` lives on the index (PEP 503 simple page), for fetch on another host."""
+    import ssl
+    import urllib.request
+
+    page_url = f"{index_url.rstrip('/')}/{_normalize(name)}/"
+    context = ssl.create_default_context(cafile=ca) if ca else None
+    with urllib.request.urlopen(page_url, timeout=30, context=context) as response:
+        page = response.read().decode(errors="replace")
+    for href in re.findall(r'href="([^"]+)"', page):
+        link = urllib.parse.urljoin(page_url, href.replace("&amp;", "&")).split("#")[0]
+        if urllib.parse.unquote(link.rsplit("/", 1)[-1]) == filename:
+            return link
+    raise BuilderError(f"python package {filename} is not listed on {page_url}: it cannot be locked")
+
+
+def collect_python(ctx: BuildContext, chroot, store: ContentStore) -> list[dict[str, Any]]:
+    """The files the venv was made from: downloaded again by the guest's pip (same tags, same choice)."""
+    from .stages.agent import downloaded
+
+    freeze = downloaded(ctx, ctx.results.get("pip_freeze") or [])
+    if not freeze:
+        return []
+    source = ctx.spec.agent_source
+    if source and (source.startswith((".", "/")) or Path(source).exists()):
+        raise BuilderError(f"--agent-source {source} is a local path: only index releases can be locked")
+    pins = {_normalize(line.split("==")[0]): line.split("==", 1)[1] for line in freeze}
+    dest = ctx.rootfs / PY_DOWNLOADS.lstrip("/")
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    ca = host_ca_bundle_path(ctx.spec.ca_bundle)
+    ca_inside = ctx.rootfs / GUEST_CA_PATH.lstrip("/")
+    env = {"PIP_INDEX_URL": ctx.spec.pip_index_url, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
+    if ca:
+        shutil.copyfile(ca, ca_inside)
+        env["PIP_CERT"] = GUEST_CA_PATH
+    try:
+        chroot.run([f"{VENV}/bin/pip", "--cache-dir", PIP_CACHE, "download", "--no-deps", "--dest", PY_DOWNLOADS,
+                    *[f"{n}=={v}" for n, v in sorted(pins.items())]], env=env)
+        files = []
+        for path in sorted(dest.iterdir()):
+            name, version = _dist_of(path.name)
+            if pins.get(name) != version:
+                raise BuilderError(f"pip downloaded {path.name}, which is not in the venv's freeze")
+            sha = sha256_file(path)
+            store.add_file(path, sha)
+            files.append({"name": name, "version": version, "filename": path.name, "sha256": sha})
+        if len(files) != len(pins):
+            missing = sorted(set(pins) - {f["name"] for f in files})
+            raise BuilderError(f"pip downloaded no file for {', '.join(missing)}")
+        sdists = [f["filename"] for f in files if not f["filename"].endswith(".whl")]
+        if sdists:
+            raise BuilderError(f"{', '.join(sdists)}: only source releases exist, whose build tools cannot be "
+                               f"locked yet; pin a version with wheels")
+    finally:
+        ca_inside.unlink(missing_ok=True)
+        shutil.rmtree(dest, ignore_errors=True)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        urls = list(pool.map(lambda f: _index_url_of(ctx.spec.pip_index_url, f["name"], f["filename"], ca), files))
+    for item, url in zip(files, urls):
+        item["url"] = url
+    return files
+
+
+def collect(ctx: BuildContext) -> Lock:
+    """The lock of the build in ctx (call after the hooks stage); local downloads go into the store."""
+    spec = ctx.spec
+    store = ContentStore(ctx.cache_dir)
+    chroot = ctx.chroot()
+    with chroot.session(apt_caches(ctx)):
+        apt = collect_apt(ctx, chroot, store)
+        python = collect_python(ctx, chroot, store)
+    trove = next((f["version"] for f in python if f["name"] == "trove"), None)
+    data = {
+        "trove_builder_lock": FORMAT,
+        "target": {name: getattr(spec, name) for name in TARGET_FIELDS} | {
+            "agent_version": spec.resolved_agent_version, "mirror": spec.mirror or ctx.profile.mirror},
+        "source_date_epoch": spec.source_date_epoch,
+        "builder_image": os.environ.get("TROVE_BUILDER_IMAGE_ID"),
+        "trove_version": trove,
+        "apt": apt,
+        "python": {"index_url": spec.pip_index_url, "files": python},
+    }
+    return Lock(data)

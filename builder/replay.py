@@ -1,0 +1,174 @@
+"""`build --lock`: install exactly what a lock names, from the content-addressed store alone.
+
+apt and debootstrap keep their usual sources (so the guest's files are those of any build) and
+reach them through a small HTTP proxy on the loopback that answers only with locked files, by URL
+or by hash; anything else is a 404. pip installs from a directory of the locked files with
+--require-hashes and no index. Works the same with or without a network: `--offline` only takes
+the network away.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from .cas import ContentStore
+from .errors import BuilderError
+from .lockfile import Lock
+
+INNER_DIR = "/var/cache/trove-builder-lock"
+_BY_HASH = re.compile(r"/by-hash/SHA256/([0-9a-f]{64})$")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: "_Proxy"
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        path = self.server.resolve(self.path)
+        if path is None:
+            self.send_error(404, "not in the lock")
+            return
+        size = path.stat().st_size
+        self.send_response(200)
+        self.send_header("Content-Length", str(size))
+        self.send_header("Content-Type", "application/octet-stream")
+        self.end_headers()
+        with open(path, "rb") as fh:
+            shutil.copyfileobj(fh, self.wfile, 1 << 20)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        path = self.server.resolve(self.path)
+        if path is None:
+            self.send_error(404, "not in the lock")
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(path.stat().st_size))
+        self.end_headers()
+
+    def log_message(self, fmt: str, *args) -> None:
+        self.server.requests.append(fmt % args)
+
+
+class _Proxy(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, by_url: dict[str, str], index_hashes: set[str], store: ContentStore):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.by_url, self.index_hashes, self.store = by_url, index_hashes, store
+        self.requests: list[str] = []
+
+    def resolve(self, url: str) -> Path | None:
+        sha = self.by_url.get(url) or self.by_url.get(urllib.parse.unquote(url))  # apt sends '+' as %2b
+        if sha is None:
+            match = _BY_HASH.search(url)
+            if match and match.group(1) in self.index_hashes:
+                sha = match.group(1)
+        return self.store.path(sha) if sha else None
+
+
+class Replay:
+    """The lock of this build, its proxy and its pip directory, for the pipeline and the chroot."""
+
+    def __init__(self, lock: Lock, store: ContentStore, work_dir: Path):
+        self.lock, self.store = lock, store
+        self.dir = work_dir / "lock"
+        self.proxy: _Proxy | None = None
+
+    # -- set-up and tear-down ------------------------------------------------------------------------
+    def start(self) -> None:
+        by_url, index_hashes = {}, set()
+        for index in self.lock.data["apt"]["indexes"]:
+            by_url[index["url"]] = index["sha256"]
+            index_hashes.add(index["sha256"])
+        for pkg in self.lock.packages:
+            by_url[pkg["url"]] = pkg["sha256"]
+        self.proxy = _Proxy(by_url, index_hashes, self.store)
+        threading.Thread(target=self.proxy.serve_forever, name="lock-proxy", daemon=True).start()
+        self._write_dir()
+
+    def stop(self) -> None:
+        if self.proxy is not None:
+            self.proxy.shutdown()
+            self.proxy.server_close()
+            self.proxy = None
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://127.0.0.1:{self.proxy.server_address[1]}/"
+
+    def _write_dir(self) -> None:
+        (self.dir / "python").mkdir(parents=True, exist_ok=True)
+        (self.dir / "apt.conf").write_text(
+            f'Acquire::http::Proxy "{self.proxy_url}";\n'
+            # Locked indexes stay valid however old the lock: their signature is still checked.
+            'Acquire::Check-Valid-Until "false";\n'
+            'Acquire::Languages "none";\n'
+            'Acquire::Retries "0";\n')
+        pip_lines, agent_lines = [], []
+        for item in self.lock.python_files:
+            target = self.dir / "python" / item["filename"]
+            if not target.exists():
+                try:
+                    os.link(self.store.path(item["sha256"]), target)
+                except OSError:
+                    shutil.copyfile(self.store.path(item["sha256"]), target)
+            line = f"{item['name']}=={item['version']} --hash=sha256:{item['sha256']}\n"
+            (pip_lines if item["name"] == "pip" else agent_lines).append(line)
+        (self.dir / "pip.txt").write_text("".join(pip_lines))
+        (self.dir / "requirements.txt").write_text("".join(agent_lines))
+
+    # -- what the stages use -------------------------------------------------------------------------
+    @property
+    def chroot_env(self) -> dict[str, str]:
+        return {"http_proxy": self.proxy_url, "APT_CONFIG": f"{INNER_DIR}/apt.conf"}
+
+    @property
+    def chroot_mounts(self) -> dict[str, Path]:
+        return {INNER_DIR: self.dir}
+
+    @property
+    def locks_pip(self) -> bool:
+        return any(item["name"] == "pip" for item in self.lock.python_files)
+
+    def pip_install_args(self, step: str) -> list[str]:
+        """pip arguments for the 'pip' (pip itself) or 'agent' (everything else) install step."""
+        req = "pip.txt" if step == "pip" else "requirements.txt"
+        return ["install", "--no-index", "--find-links", f"{INNER_DIR}/python", "--no-deps",
+                "--require-hashes", "-r", f"{INNER_DIR}/{req}"]
+
+    # -- checks --------------------------------------------------------------------------------------
+    def check_python(self, freeze: list[str]) -> None:
+        locked = {_norm(f["name"]): f["version"] for f in self.lock.python_files}
+        have = {_norm(line.split("==")[0]): line.split("==", 1)[1] for line in freeze}
+        for name in sorted(set(locked) | set(have)):
+            if locked.get(name) != have.get(name):
+                raise BuilderError(_mismatch("python package", name, have.get(name), locked.get(name)))
+
+    def check_packages(self, installed: set[tuple[str, str, str]]) -> None:
+        """Every package installed during the build (upgrades included) at a locked version, and all of them."""
+        locked = {(p["name"], p["arch"], p["version"]) for p in self.lock.packages}
+        versions: dict[tuple[str, str], list[str]] = {}
+        for name, arch, version in locked:
+            versions.setdefault((name, arch), []).append(version)
+        for name, arch, version in sorted(installed - locked):
+            other = versions.get((name, arch))
+            raise BuilderError(_mismatch("package", f"{name} ({arch})", version, " or ".join(sorted(other)) if other else None))
+        for name, arch, version in sorted(locked - installed):
+            raise BuilderError(_mismatch("package", f"{name} ({arch})", None, version))
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _mismatch(kind: str, name: str, have: str | None, locked: str | None) -> str:
+    if locked is None:
+        return f"{kind} {name} {have} was installed but is not in the lock"
+    if have is None:
+        return f"{kind} {name} {locked} is in the lock but was not installed"
+    return f"{kind} {name}: installed {have}, the lock says {locked}"
