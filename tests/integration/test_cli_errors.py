@@ -16,7 +16,10 @@ The cases of issue 5 item 1 and where each is tried (grow this list with the tes
   not enough disk space, checked before starting .............. test_not_enough_space_*
   disk full during the build (ENOSPC, real build, tmpfs cache)  test_disk_full_during_the_build
   check on a file that is no image ............................ test_check_on_a_file_that_is_no_image
-  (bad lock file: not yet, see issue 5 item 3)
+  bad lock file: missing, not JSON, not a lock, bad hash ....... test_bad_lock_file
+  lock for another OS than the arguments ...................... test_bad_lock_file
+  --offline with --runtime none, --offline without a lock ..... test_bad_lock_file, test_offline_without_a_lock_is_refused
+  locked file not in the cache (offline), tampered hash ....... tests/integration/test_lock.py
 """
 
 import http.server
@@ -133,6 +136,36 @@ def build_args(out: Path, *extra: str) -> list[str]:
 ])
 def test_bad_input(args, fragment):
     assert_one_line_error(run_tb("build", *args), 2, fragment)
+
+
+LOCK = ('{"trove_builder_lock": 1, "source_date_epoch": 1767225600, "target": {"os": "debian", '
+        '"release": "bookworm", "dev_mode": false, "guest_user": "ubuntu", "agent_version": "26.0.0", '
+        '"agent_source": null, "mirror": "http://deb.debian.org/debian", "docker_source": "distro", '
+        '"pip_index_url": "https://pypi.org/simple", "controller_user": "stack", "controller_path": "/opt/stack/trove", '
+        '"sync_logs": false}, "apt": {"indexes": [], "packages": [{"name": "bash", "arch": "amd64", "version": "5.2", '
+        '"url": "http://deb.debian.org/debian/pool/main/b/bash/bash_5.2_amd64.deb", "sha256": "SHA"}]}, '
+        '"python": {"files": []}}')
+
+
+@pytest.mark.parametrize("content, positional, options, fragment", [
+    (None, [], [], "is not a readable file"),
+    ("{not json", [], [], "is not valid JSON"),
+    ('{"hello": 1}', [], [], "not a trove-builder lock"),
+    (LOCK.replace("SHA", "0123"), [], [], "package bash 5.2 (amd64): '0123' is not a sha256"),
+    (LOCK.replace("SHA", "a" * 64), ["ubuntu"], [], "is for OS debian, not ubuntu"),
+    (LOCK.replace("SHA", "a" * 64), [], ["--runtime", "none", "--offline"], "--offline needs a container runtime"),
+])
+def test_bad_lock_file(tmp_path, content, positional, options, fragment):
+    lock = tmp_path / "guest.lock.json"
+    if content is not None:
+        lock.write_text(content)
+    out = tmp_path / "x.qcow2"
+    assert_one_line_error(run_tb("build", *positional, "--lock", str(lock), "-o", str(out), *options), 2, fragment)
+    assert not out.exists()
+
+
+def test_offline_without_a_lock_is_refused(tmp_path):
+    assert_one_line_error(run_tb(*build_args(tmp_path / "x.qcow2", "--offline")), 2, "--offline needs --lock FILE")
 
 
 def test_non_executable_hook_is_refused(tmp_path):
