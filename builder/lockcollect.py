@@ -162,6 +162,39 @@ def _index_url_of(index_url: str, name: str, filename: str, ca: str | None) -> s
     raise BuilderError(f"python package {filename} is not listed on {page_url}: it cannot be locked")
 
 
+_NOT_FOUND = re.compile(r"(?:No matching distribution found for|Could not find a version that satisfies "
+                        r"the requirement) ([A-Za-z0-9_.\-\[\]<>=!~,]+)")
+
+
+def _build_requirements(ctx: BuildContext, chroot, env: dict[str, str], dest: Path, sdists: list[str],
+                        store: ContentStore) -> list[dict[str, Any]]:
+    """Wheels an sdist needs to build (setuptools, pbr, ...): found by building it with no index,
+    adding what pip says is missing, until it builds. Locked as role 'build' (not in the venv)."""
+    found: list[dict[str, Any]] = []
+    trial = "/tmp/trove-builder-lock-trial"
+    for sdist in sdists:
+        for _ in range(12):
+            result = chroot.run([f"{VENV}/bin/pip", "wheel", "--no-index", "--find-links", PY_DOWNLOADS, "--no-deps",
+                                 "--wheel-dir", trial, f"{PY_DOWNLOADS}/{sdist}"], env=env, check=False, capture=True)
+            if result.returncode == 0:
+                break
+            match = _NOT_FOUND.search(result.stdout + result.stderr)
+            if not match:
+                raise BuilderError(f"{sdist} does not build from the locked files alone; see the build log")
+            before = set(dest.iterdir())
+            chroot.run([f"{VENV}/bin/pip", "--cache-dir", PIP_CACHE, "download", "--only-binary", ":all:",
+                        "--dest", PY_DOWNLOADS, match.group(1)], env=env)
+            for path in sorted(set(dest.iterdir()) - before):
+                name, version = _dist_of(path.name)
+                sha = sha256_file(path)
+                store.add_file(path, sha)
+                found.append({"name": name, "version": version, "filename": path.name, "sha256": sha, "role": "build"})
+        else:
+            raise BuilderError(f"{sdist}: its build requirements could not be resolved")
+    shutil.rmtree(ctx.rootfs / trial.lstrip("/"), ignore_errors=True)
+    return found
+
+
 def collect_python(ctx: BuildContext, chroot, store: ContentStore) -> list[dict[str, Any]]:
     """The files the venv was made from: downloaded again by the guest's pip (same tags, same choice)."""
     from .stages.agent import downloaded
@@ -196,10 +229,8 @@ def collect_python(ctx: BuildContext, chroot, store: ContentStore) -> list[dict[
         if len(files) != len(pins):
             missing = sorted(set(pins) - {f["name"] for f in files})
             raise BuilderError(f"pip downloaded no file for {', '.join(missing)}")
-        sdists = [f["filename"] for f in files if not f["filename"].endswith(".whl")]
-        if sdists:
-            raise BuilderError(f"{', '.join(sdists)}: only source releases exist, whose build tools cannot be "
-                               f"locked yet; pin a version with wheels")
+        files += _build_requirements(ctx, chroot, env, dest, [f["filename"] for f in files
+                                                             if not f["filename"].endswith(".whl")], store)
     finally:
         ca_inside.unlink(missing_ok=True)
         shutil.rmtree(dest, ignore_errors=True)

@@ -84,13 +84,13 @@ def run(
                 log.write(line)
                 tail.append(line.rstrip("\n"))
             proc.wait()
-            out, lines = "", list(tail)
+            out, err, lines = "", "", list(tail)
     except BaseException:
         # Interrupted (Ctrl-C, SIGTERM): the child must not outlive us and keep writing.
         proc.kill()
         proc.wait()
         raise
-    result = subprocess.CompletedProcess(argv, proc.returncode, out, "")
+    result = subprocess.CompletedProcess(argv, proc.returncode, out, err or "")
     if check and proc.returncode != 0:
         where = f" (full log: {log.shown_as})" if log.shown_as else ""
         detail = "\n".join("    " + line for line in lines[-TAIL_LINES:])

@@ -117,6 +117,8 @@ class Replay:
                     os.link(self.store.path(item["sha256"]), target)
                 except OSError:
                     shutil.copyfile(self.store.path(item["sha256"]), target)
+            if item.get("role") == "build":
+                continue  # only in the find-links dir, for building an sdist
             line = f"{item['name']}=={item['version']} --hash=sha256:{item['sha256']}\n"
             (pip_lines if item["name"] == "pip" else agent_lines).append(line)
         (self.dir / "pip.txt").write_text("".join(pip_lines))
@@ -133,7 +135,7 @@ class Replay:
 
     @property
     def locks_pip(self) -> bool:
-        return any(item["name"] == "pip" for item in self.lock.python_files)
+        return any(item["name"] == "pip" and item.get("role") != "build" for item in self.lock.python_files)
 
     def pip_install_args(self, step: str) -> list[str]:
         """pip arguments for the 'pip' (pip itself) or 'agent' (everything else) install step."""
@@ -143,7 +145,7 @@ class Replay:
 
     # -- checks --------------------------------------------------------------------------------------
     def check_python(self, freeze: list[str]) -> None:
-        locked = {_norm(f["name"]): f["version"] for f in self.lock.python_files}
+        locked = {_norm(f["name"]): f["version"] for f in self.lock.python_files if f.get("role") != "build"}
         have = {_norm(line.split("==")[0]): line.split("==", 1)[1] for line in freeze}
         for name in sorted(set(locked) | set(have)):
             if locked.get(name) != have.get(name):
