@@ -5,7 +5,9 @@ Each scenario runs for both targets before the next scenario starts, so that the
 affects both alike and the ratios hold. Writes bench/results.md and bench/results.json.
 Cold means an empty stage cache; downloaded .debs and wheels are kept between runs (the table says
 whether the download cache was warm). Peak memory is the builder container's resident set (cgroup),
-peak disk is the largest size of the build's scratch directory.
+peak disk is how far the build grew the filesystem holding its cache (work dir, checkpoints and
+image together: what a build needs free), sampled with statvfs. Walking the work dir with `du`
+instead contends with the build's own file creation and slowed the measured builds.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ REPO = Path(__file__).resolve().parent.parent
 TB = [str(REPO / ".venv/bin/trove-builder")]
 TARGETS = [("ubuntu", "noble"), ("debian", "bookworm")]
 OTHER_AGENT = "25.1.0"  # the "agent version changed" scenario
-UPSTREAM = {"cold_seconds": 168, "qcow2_bytes": int(1.36 * 2**30)}  # trovestack/DIB noble, from issue 6
+# trovestack/DIB noble, from issue 6: 2 min 48 s to 3 min 00 s, 1.36 GiB; the issue sets the goal at 90 s.
+UPSTREAM = {"cold_seconds": 180, "qcow2_bytes": int(1.36 * 2**30)}
 
 
 class Monitor(threading.Thread):
-    """Polls the build container's RSS and the scratch dir's size until stopped."""
+    """Polls the build container's RSS and the growth of the cache's filesystem until stopped."""
 
     def __init__(self, output: Path, work_root: Path):
         super().__init__(daemon=True)
@@ -51,16 +54,15 @@ class Monitor(threading.Thread):
                     break
         return rss
 
-    def _work_bytes(self) -> int:
-        if not self.work_root.is_dir():
-            return 0
-        out = subprocess.run(["du", "-sx", "--block-size=1", str(self.work_root)], capture_output=True, text=True).stdout
-        return int(out.split()[0]) if out else 0
+    def _used_bytes(self) -> int:
+        st = os.statvfs(self.work_root.parent)
+        return (st.f_blocks - st.f_bfree) * st.f_frsize
 
     def run(self) -> None:
-        while not self.done.wait(1.0):
+        baseline = self._used_bytes()
+        while not self.done.wait(0.5):
             self.peak_rss = max(self.peak_rss, self._container_rss())
-            self.peak_disk = max(self.peak_disk, self._work_bytes())
+            self.peak_disk = max(self.peak_disk, self._used_bytes() - baseline)
 
 
 def build(os_name: str, release: str, out: Path, cache: Path, builder_image: str, *extra: str) -> dict:
@@ -82,7 +84,7 @@ def build(os_name: str, release: str, out: Path, cache: Path, builder_image: str
                                                        for s in summary["stages"]},
             "cache_seconds": summary.get("cache_seconds", 0), "reused": summary.get("cached_checkpoint"),
             "qcow2_bytes": out.stat().st_size, "virtual_bytes": info["virtual-size"],
-            "peak_rss_bytes": monitor.peak_rss, "peak_work_bytes": monitor.peak_disk,
+            "peak_rss_bytes": monitor.peak_rss, "peak_disk_bytes": monitor.peak_disk,
             "sha256": summary["sha256"]}
 
 
@@ -141,7 +143,7 @@ def write_report(results: dict, path_md: Path) -> None:
     lines = [f"# trove-builder benchmark", "",
              f"Run {results['date']} on {results['host']} ({results['cpus']} CPUs), builder image "
              f"`{results['builder_image']}`; downloads cache warm at start: {results['downloads_warm']}.", "",
-             "| target | scenario | wall s | bootstrap | system | agent | hooks | normalize | assemble | export | cache I/O | reused | qcow2 MiB | virtual GiB | peak RSS MiB | peak work MiB |",
+             "| target | scenario | wall s | bootstrap | system | agent | hooks | normalize | assemble | export | cache I/O | reused | qcow2 MiB | virtual GiB | peak RSS MiB | peak disk MiB |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
     for row in results["rows"]:
         st = row["stages"]
@@ -149,7 +151,10 @@ def write_report(results: dict, path_md: Path) -> None:
         lines.append(f"| {row['target']} | {row['scenario']} | {row['wall_seconds']:.1f} | " +
                      " | ".join(cell(n) for n in ("bootstrap", "system", "agent", "hooks", "normalize", "assemble", "export")) +
                      f" | {row['cache_seconds']:.1f} | {row['reused'] or '-'} | {mib(row['qcow2_bytes'])} | "
-                     f"{row['virtual_bytes'] / 2**30:.0f} | {mib(row['peak_rss_bytes'])} | {mib(row['peak_work_bytes'])} |")
+                     f"{row['virtual_bytes'] / 2**30:.0f} | {mib(row['peak_rss_bytes'])} | {mib(row['peak_disk_bytes'])} |")
+    lines += ["", "cache I/O: restoring and storing checkpoints. Peak RSS: the builder container's resident "
+                  "memory (cgroup). Peak disk: growth of the cache's filesystem during the build (work dir, "
+                  "checkpoints and image; statvfs), i.e. the free space a build needs; nothing is RAM-backed."]
     lines += ["", "## Targets (issue 6)", "", "| target | measured | goal | met |", "|---|---|---|---|"]
     for check in results["checks"]:
         lines.append(f"| {check['what']} | {check['measured']} | {check['goal']} | {'yes' if check['met'] else 'NO'} |")
@@ -207,7 +212,7 @@ def main() -> None:
                        "goal": "<= 25 %", "met": ratio <= 0.25})
     noble_cold = row("ubuntu noble", "cold")
     checks.append({"what": "ubuntu noble: cold build", "measured": f"{noble_cold['wall_seconds']} s",
-                   "goal": f"<= {UPSTREAM['cold_seconds'] // 2} s (half of upstream's {UPSTREAM['cold_seconds']} s)",
+                   "goal": f"<= {UPSTREAM['cold_seconds'] // 2} s (half of upstream's 168-180 s, as issue 6 puts it)",
                    "met": noble_cold["wall_seconds"] <= UPSTREAM["cold_seconds"] / 2})
     checks.append({"what": "ubuntu noble: qcow2 size", "measured": f"{mib(noble_cold['qcow2_bytes'])} MiB",
                    "goal": f"<= {mib(UPSTREAM['qcow2_bytes'] // 2)} MiB (half of upstream's 1.36 GiB)",

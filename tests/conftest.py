@@ -23,6 +23,17 @@ def run_tb(*args: str, check: bool = False, timeout: int = 1800, env: dict | Non
                           env={**os.environ, **(env or {})})
 
 
+def record_hash(label: str, image: Path) -> str:
+    """The image's sha256 (from its .sha256 file); also appended to $TROVE_BUILDER_HASH_LOG when set,
+    so that a run's hashes can be quoted (reproducibility is judged by them)."""
+    digest = (image.parent / (image.name + ".sha256")).read_text().split()[0]
+    log = os.environ.get("TROVE_BUILDER_HASH_LOG")
+    if log:
+        with open(log, "a") as fh:
+            fh.write(f"{digest}  {label}\n")
+    return digest
+
+
 def archive_answers(os_name: str) -> bool:
     try:
         with urllib.request.urlopen(ARCHIVES[os_name], timeout=20) as resp:

@@ -23,13 +23,13 @@ def agent_requirement(ctx: BuildContext) -> str:
     return ctx.spec.agent_source or f"trove=={ctx.spec.resolved_agent_version}"
 
 
-def _pip(ctx: BuildContext, chroot: Chroot, *args: str) -> None:
+def _pip(ctx: BuildContext, chroot: Chroot, *args: str, check: bool = True):
     # Explicit index: old guests' bundled pip (bionic: 9.0.1) still defaults to pypi.python.org.
     env = {"PIP_INDEX_URL": ctx.spec.pip_index_url, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1",
            "SOURCE_DATE_EPOCH": str(ctx.spec.source_date_epoch)}
     if (ctx.rootfs / GUEST_CA_PATH.lstrip("/")).exists():
         env["PIP_CERT"] = GUEST_CA_PATH
-    chroot.run([f"{VENV}/bin/pip", "--cache-dir", PIP_CACHE, *args], env=env)
+    return chroot.run([f"{VENV}/bin/pip", "--cache-dir", PIP_CACHE, *args], env=env, check=check)
 
 
 def _freeze(ctx: BuildContext) -> list[str]:
@@ -59,6 +59,21 @@ def installed_packages(ctx: BuildContext) -> set[str]:
     return {p["name"] for p in dpkg.installed(ctx.rootfs)}
 
 
+def _install_agent(ctx: BuildContext, chroot: Chroot, wheels_only: bool) -> bool:
+    """pip install the agent; with wheels_only, False (nothing installed) when something needs building."""
+    only = ["--only-binary", ":all:"] if wheels_only else []
+    if ctx.replay is not None:  # exactly the lock's files, by hash, no index
+        args = [*ctx.replay.pip_install_args("agent"), "--no-compile", *only]
+    else:
+        args = ["install", "--no-compile", *only, agent_requirement(ctx)]
+    return _pip(ctx, chroot, *args, check=not wheels_only).returncode == 0
+
+
+def _install_build_tools(ctx: BuildContext, chroot: Chroot) -> None:
+    chroot.run(["apt-get", "install", "-y", *ctx.profile.build_packages])
+    ctx.results["build_tools"] = True
+
+
 def _install_venv(ctx: BuildContext, chroot: Chroot) -> None:
     prof = ctx.profile
     ca = host_ca_bundle_path(ctx.spec.ca_bundle)
@@ -69,13 +84,18 @@ def _install_venv(ctx: BuildContext, chroot: Chroot) -> None:
         chroot.run(["/usr/bin/python3", "-m", "venv", VENV])
         # What python3-venv itself put there (a locked .deb, not a download; bionic's pkg-resources 0.0.0).
         ctx.results["venv_bundled"] = _freeze(ctx)
-        if ctx.replay is not None:  # exactly the lock's files, by hash, no index
+        if ctx.replay is not None:
             if ctx.replay.locks_pip:
                 _pip(ctx, chroot, *ctx.replay.pip_install_args("pip"))
-            _pip(ctx, chroot, *ctx.replay.pip_install_args("agent"), "--no-compile")
         else:
             _pip(ctx, chroot, "install", "--upgrade", prof.data.get("pip_bootstrap", "pip"))
-            _pip(ctx, chroot, "install", "--no-compile", agent_requirement(ctx))
+        # Wheels alone when they exist (no compilers to install and purge again); else with the
+        # build packages, as a source install needs them.
+        if ctx.results.get("build_tools") or not _install_agent(ctx, chroot, wheels_only=True):
+            if not ctx.results.get("build_tools"):
+                ctx.log.write("agent: not every requirement has a wheel: installing the build packages\n")
+                _install_build_tools(ctx, chroot)
+            _install_agent(ctx, chroot, wheels_only=False)
     finally:
         ca_inside.unlink(missing_ok=True)
     # Byte-compile once, with hashes instead of build-time stamps (reproducible).
@@ -135,7 +155,9 @@ def run_stage(ctx: BuildContext) -> None:
     caches = {**apt_caches(ctx), PIP_CACHE: ctx.cache_dir / "pip"}
     with chroot.session(caches):
         before = installed_packages(ctx)
-        chroot.run(["apt-get", "install", "-y", *prof.build_packages])
+        ctx.results["build_tools"] = False
+        if ctx.spec.dev_mode:  # dev mode reinstalls from the controller's checkout at each start
+            _install_build_tools(ctx, chroot)
         _install_venv(ctx, chroot)
         if not ctx.spec.dev_mode:
             # Exactly what the build step added goes again (apt's autoremove would keep

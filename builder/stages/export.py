@@ -98,6 +98,9 @@ def publish(ctx: BuildContext, tmp: Path) -> None:
             "agent": {"version": spec.resolved_agent_version, "venv": "/opt/guest-agent-venv",
                       "pip_freeze": ctx.results.get("pip_freeze", []),
                       "docker_plugin": ctx.results.get("docker_plugin", False),
+                      # True when some requirement had no wheel and the build packages were installed
+                      # (and, in production, purged again); dev mode always has them.
+                      "built_from_source": ctx.results.get("build_tools", False),
                       "dev_ssh_key": ctx.results.get("dev_ssh_key", False) if spec.dev_mode else None},
             "disk": ctx.results.get("layout"),
             "hooks": ctx.results.get("hooks", []),

@@ -9,7 +9,7 @@ import pytest
 from builder.inspect import Image
 from builder.spec import default_cache_dir
 from builder.stagecache import StageCache
-from tests.conftest import run_tb
+from tests.conftest import record_hash, run_tb
 
 pytestmark = pytest.mark.slow
 STAGES_BEFORE_HOOKS = ["bootstrap", "pre-hooks", "system", "agent"]
@@ -32,6 +32,7 @@ def test_an_unchanged_rebuild_reuses_the_finished_image(images, builder_image, t
     assert summary["cached_checkpoint"] == "image"
     assert all(stage["cached"] for stage in summary["stages"])
     assert summary["sha256"] == sha_of(first) == sha_of(tmp_path / "again.qcow2")
+    record_hash("bookworm rebuilt unchanged (image checkpoint reused)", tmp_path / "again.qcow2")
 
 
 def test_a_changed_hook_reruns_only_the_stages_after_it(images, builder_image, tmp_path):
@@ -64,5 +65,7 @@ def test_a_restored_checkpoint_gives_the_same_bytes_and_a_damaged_one_is_rebuilt
     assert summary["cached_checkpoint"] == "system", "the damaged agent checkpoint must not be used"
     assert not next(s for s in summary["stages"] if s["name"] == "agent")["cached"]
     assert summary["sha256"] == sha_of(first), "a build through restored checkpoints must give the same bytes"
+    record_hash("bookworm rebuilt from the system checkpoint (image evicted, agent checkpoint damaged)",
+                tmp_path / "rebuilt.qcow2")
     key = json.loads((stages / entries["agent"] / "meta.json").read_text())["key"]
     assert StageCache(default_cache_dir()).lookup("agent", key) is not None, "the agent checkpoint was stored again"
