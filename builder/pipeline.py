@@ -125,6 +125,7 @@ class Checkpoints:
         else:
             self.cache.restore_rootfs(entry, self.ctx.rootfs)
         self.cache_seconds += time.monotonic() - started
+        self.ctx.log.write(f"stage cache: restored {checkpoint} in {time.monotonic() - started:.1f}s\n")
 
     def after(self, stage: str) -> None:
         """Store a checkpoint when `stage` is the last stage it covers."""
@@ -140,6 +141,7 @@ class Checkpoints:
             else:
                 self.cache.save_rootfs(checkpoint, key, self.ctx.rootfs, results, self.inputs[checkpoint])
             self.cache_seconds += time.monotonic() - started
+            self.ctx.log.write(f"stage cache: stored {checkpoint} in {time.monotonic() - started:.1f}s\n")
             self.status[checkpoint] = "stored"
 
     def prune(self, limit: int) -> None:
