@@ -19,7 +19,9 @@ BUILDER_BASE ?= $(shell docker image inspect trove-builder-base:trixie >/dev/nul
 DEBIAN_MIRROR ?= http://deb.debian.org/debian
 PYTEST_ARGS ?=
 
-.PHONY: setup image builder builder-base venv test test-fast bench clean
+LOCK      ?= $(basename $(OUTPUT)).lock.json
+
+.PHONY: setup image lock image-locked builder builder-base venv test test-fast bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +46,14 @@ image: venv  ## make image OS=ubuntu RELEASE=bionic [DEV_MODE=true] [GUEST_USER=
 	@docker image inspect $(BUILDER_IMAGE) >/dev/null 2>&1 || $(MAKE) builder
 	@mkdir -p $(dir $(OUTPUT))
 	$(TB) build $(OS) $(RELEASE) $(DEV_MODE) $(GUEST_USER) $(OUTPUT) --builder-image $(BUILDER_IMAGE) $(BUILD_ARGS)
+
+lock: venv  ## make lock OS=debian RELEASE=bookworm -> images/trove-guest-debian-bookworm.lock.json (and the cache filled)
+	@docker image inspect $(BUILDER_IMAGE) >/dev/null 2>&1 || $(MAKE) builder
+	@mkdir -p $(dir $(LOCK))
+	$(TB) lock $(OS) $(RELEASE) $(DEV_MODE) $(GUEST_USER) -o $(LOCK) --builder-image $(BUILDER_IMAGE)
+
+image-locked: venv  ## make image-locked LOCK=file.lock.json [OUTPUT=...] [BUILD_ARGS=--offline]: exactly what the lock names
+	$(TB) build --lock $(LOCK) -o $(OUTPUT) --builder-image $(BUILDER_IMAGE) $(BUILD_ARGS)
 
 test: venv  ## the whole suite, real builds and boots included
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
