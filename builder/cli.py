@@ -278,7 +278,10 @@ def lock_command(
     from .spec import host_ca_bundle_path
 
     locked = Lock.load(output)
-    count, size = fetch(locked, ContentStore(cache_dir), host_ca_bundle_path(ca_bundle), print)
+    try:
+        fetch(locked, ContentStore(cache_dir), host_ca_bundle_path(ca_bundle), print)
+    except BuilderError as exc:  # e.g. a checkpoint's indexes that the mirror no longer serves
+        raise BuilderError(f"{exc} (`lock --no-cache` resolves against the mirror as it is now)") from None
     print(f"lock written: {output} ({len(locked.packages)} packages, {len(locked.python_files)} Python files); "
           f"every locked file is in {cache_dir / 'cas'}")
 
