@@ -113,7 +113,11 @@ def collect_apt(ctx: BuildContext, chroot, store: ContentStore) -> dict[str, Any
             raise BuilderError(f"{site} {release}: {metakey} is not listed in its InRelease")
         for fields in _packages_stanzas(target["list"].read_text(errors="replace")):
             key = (fields["Package"], fields.get("Architecture", ""), fields.get("Version", ""))
-            available.setdefault(key, {"site": site, **fields})
+            url = f"{site}/{fields.get('Filename', '')}"
+            if key not in available:
+                available[key] = {"url": url, "also": [], **fields}
+            elif fields.get("SHA256") == available[key].get("SHA256") and url != available[key]["url"]:
+                available[key]["also"].append(url)  # the same file in another pocket: apt may ask there
     archive = aptcache.private_dir(ctx.cache_dir, ctx.work_dir)
     packages = []
     for name, arch, version in sorted(installed_during_build(ctx.rootfs)):
@@ -127,8 +131,11 @@ def collect_apt(ctx: BuildContext, chroot, store: ContentStore) -> dict[str, Any
                 store.add_file(deb, fields["SHA256"])
             except HashMismatch:
                 pass  # fetch downloads the real one
-        packages.append({"name": name, "arch": arch, "version": version, "sha256": fields["SHA256"],
-                         "size": int(fields.get("Size", 0)), "url": f"{fields['site']}/{fields['Filename']}"})
+        entry = {"name": name, "arch": arch, "version": version, "sha256": fields["SHA256"],
+                 "size": int(fields.get("Size", 0)), "url": fields["url"]}
+        if fields["also"]:
+            entry["also_at"] = sorted(set(fields["also"]))
+        packages.append(entry)
     return {"indexes": sorted(indexes.values(), key=lambda e: e["url"]), "packages": packages}
 
 

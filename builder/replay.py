@@ -86,7 +86,8 @@ class Replay:
             by_url[index["url"]] = index["sha256"]
             index_hashes.add(index["sha256"])
         for pkg in self.lock.packages:
-            by_url[pkg["url"]] = pkg["sha256"]
+            for url in [pkg["url"], *pkg.get("also_at", [])]:
+                by_url[url] = pkg["sha256"]
         self.proxy = _Proxy(by_url, index_hashes, self.store)
         threading.Thread(target=self.proxy.serve_forever, name="lock-proxy", daemon=True).start()
         self._write_dir()

@@ -174,7 +174,10 @@ def _get(proxy: str, url: str) -> tuple[int, bytes]:
 
 
 def test_the_replay_proxy_serves_locked_files_by_url_and_hash_and_nothing_else(tmp_path):
-    lock = Lock.load(write(tmp_path, lock_data()))
+    data = lock_data()
+    # The same file in another pocket (Ubuntu's -security and -updates): apt may ask there instead.
+    data["apt"]["packages"][0]["also_at"] = ["http://security.example/pool/main/f/foo/libfoo1_1.2+deb12u1_amd64.deb"]
+    lock = Lock.load(write(tmp_path, data))
     store = ContentStore(tmp_path / "cache")
     for blob in (DEB, INDEX, WHEEL):
         store.add_bytes(blob)
@@ -184,6 +187,7 @@ def test_the_replay_proxy_serves_locked_files_by_url_and_hash_and_nothing_else(t
         proxy = replay.proxy_url
         base = "http://mirror.example/debian"
         assert _get(proxy, f"{base}/pool/main/f/foo/libfoo1_1.2%2bdeb12u1_amd64.deb") == (200, DEB)
+        assert _get(proxy, "http://security.example/pool/main/f/foo/libfoo1_1.2+deb12u1_amd64.deb") == (200, DEB)
         assert _get(proxy, f"{base}/dists/bookworm/main/binary-amd64/Packages.xz") == (200, INDEX)
         assert _get(proxy, f"{base}/dists/bookworm/main/binary-amd64/by-hash/SHA256/{sha(INDEX)}") == (200, INDEX)
         # A .deb is never served by hash, and nothing unlocked at all.
