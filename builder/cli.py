@@ -261,6 +261,9 @@ def lock_command(
     epoch = os.environ.get("SOURCE_DATE_EPOCH", str(DEFAULT_SOURCE_DATE_EPOCH))
     if not epoch.isdigit():
         raise UsageError(f"SOURCE_DATE_EPOCH must be a whole number of seconds, not '{epoch}'")
+    if agent_source and (agent_source.startswith((".", "/")) or Path(agent_source).exists()):
+        raise UsageError(f"--agent-source {agent_source} is a local path: only releases on a package index "
+                         f"can be locked")
     chosen_mirror = mirror or profiles.load(guest_os, release).mirror
     if not chosen_mirror.startswith("http://"):
         raise UsageError(f"mirror {chosen_mirror}: locks replay apt through an http proxy; use an http:// mirror")

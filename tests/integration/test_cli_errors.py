@@ -18,6 +18,7 @@ The cases of issue 5 item 1 and where each is tried (grow this list with the tes
   check on a file that is no image ............................ test_check_on_a_file_that_is_no_image
   bad lock file: missing, not JSON, not a lock, bad hash ....... test_bad_lock_file
   lock for another OS than the arguments ...................... test_bad_lock_file
+  lock of a local agent source or an https mirror ............. test_lock_refuses_what_it_cannot_replay
   --offline with --runtime none, --offline without a lock ..... test_bad_lock_file, test_offline_without_a_lock_is_refused
   locked file not in the cache (offline), tampered hash ....... tests/integration/test_lock.py
 """
@@ -162,6 +163,16 @@ def test_bad_lock_file(tmp_path, content, positional, options, fragment):
     out = tmp_path / "x.qcow2"
     assert_one_line_error(run_tb("build", *positional, "--lock", str(lock), "-o", str(out), *options), 2, fragment)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--agent-source", "/tmp"], "is a local path: only releases on a package index can be locked"),
+    (["--mirror", "https://deb.debian.org/debian"], "use an http:// mirror"),
+])
+def test_lock_refuses_what_it_cannot_replay(tmp_path, args, fragment):
+    result = run_tb("lock", "debian", "bookworm", "-o", str(tmp_path / "x.lock.json"), *args)
+    assert_one_line_error(result, 2, fragment)
+    assert not (tmp_path / "x.lock.json").exists()
 
 
 def test_offline_without_a_lock_is_refused(tmp_path):
