@@ -173,6 +173,10 @@ _NOT_FOUND = re.compile(r"(?:No matching distribution found for|Could not find a
                         r"the requirement) ([A-Za-z0-9_.\-\[\]<>=!~,]+)")
 
 
+# pip got as far as running the package's own build (so every build requirement was found).
+_BUILD_STARTED = re.compile(r"Failed building wheel for|running build_ext|running bdist_wheel")
+
+
 def _build_requirements(ctx: BuildContext, chroot, env: dict[str, str], dest: Path, sdists: list[str],
                         store: ContentStore) -> list[dict[str, Any]]:
     """Wheels an sdist needs to build (setuptools, pbr, ...): found by building it with no index,
@@ -185,8 +189,11 @@ def _build_requirements(ctx: BuildContext, chroot, env: dict[str, str], dest: Pa
                                  "--wheel-dir", trial, f"{PY_DOWNLOADS}/{sdist}"], env=env, check=False, capture=True)
             if result.returncode == 0:
                 break
-            match = _NOT_FOUND.search(result.stdout + result.stderr)
+            text = result.stdout + result.stderr
+            match = _NOT_FOUND.search(text)
             if not match:
+                if _BUILD_STARTED.search(text):
+                    break  # its build tools were all there; only the compiler, purged by now, was not
                 raise BuilderError(f"{sdist} does not build from the locked files alone; see the build log")
             before = set(dest.iterdir())
             chroot.run([f"{VENV}/bin/pip", "--cache-dir", PIP_CACHE, "download", "--only-binary", ":all:",
