@@ -28,7 +28,7 @@ def private_dir(cache_dir: Path, work_dir: Path) -> Path:
     return cache_dir / "apt" / ".builds" / work_dir.name
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
+def link_or_copy(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst)
     except FileExistsError:
@@ -54,7 +54,7 @@ def seed(shared: Path, private: Path) -> Path:
     if not (private / ".seeded").exists():
         shared.mkdir(parents=True, exist_ok=True)
         for deb in shared.glob("*.deb"):
-            _link_or_copy(deb, private / deb.name)
+            link_or_copy(deb, private / deb.name)
         (private / ".seeded").touch()
     return private
 
@@ -67,7 +67,7 @@ def harvest(private: Path, shared: Path) -> int:
     new = 0
     for deb in private.glob("*.deb"):
         if not (shared / deb.name).exists():
-            _link_or_copy(deb, shared / deb.name)
+            link_or_copy(deb, shared / deb.name)
             new += 1
     return new
 

@@ -161,25 +161,7 @@ def build(
         compression=compression, stage_cache=not no_cache, cache_limit=cache_limit,
         lock_file=lock, lock_digest=locked.digest if locked else None, offline=offline,
     ).validate()
-    if locked is not None:
-        _warn_other_builder(locked, spec)
     _run(spec, json_summary)
-
-
-def _warn_other_builder(locked, spec: BuildSpec) -> None:
-    """A lock replayed by another builder image installs the same files, but its tools may write them differently."""
-    made_with = locked.data.get("builder_image")
-    if not made_with or spec.runtime == "none":
-        return
-    try:
-        from .runtime.container import connect
-
-        now = connect(spec.runtime).images.get(spec.builder_image).id
-    except Exception:  # the build itself reports a missing engine or image
-        return
-    if now != made_with:
-        print(f"trove-builder: warning: the lock was made with builder image {made_with[:19]}, this is "
-              f"{now[:19]}: the image may differ from one built with that", file=sys.stderr)
 
 
 def _run(spec: BuildSpec, json_summary: bool = False) -> None:

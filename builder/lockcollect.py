@@ -11,18 +11,20 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import ssl
 import urllib.parse
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from . import aptcache, dpkg
 from .cas import ContentStore, HashMismatch, sha256_file
-from .context import GUEST_CA_PATH, VENV, BuildContext
+from .context import BuildContext
 from .errors import BuilderError
-from .lockfile import FORMAT, TARGET_FIELDS, Lock
+from .lockfile import FORMAT, TARGET_FIELDS, Lock, normalize_name
 from .spec import host_ca_bundle_path
-from .stages.agent import PIP_CACHE
+from .stages.agent import downloaded, lend_host_ca, run_pip
 from .stages.bootstrap import apt_caches
 
 PY_DOWNLOADS = "/var/cache/trove-builder-lock-py"
@@ -139,26 +141,19 @@ def collect_apt(ctx: BuildContext, chroot, store: ContentStore) -> dict[str, Any
     return {"indexes": sorted(indexes.values(), key=lambda e: e["url"]), "packages": packages}
 
 
-def _normalize(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def _dist_of(filename: str) -> tuple[str, str]:
     """(normalized name, version) from a wheel or sdist file name."""
     if filename.endswith(".whl"):
         name, version = filename.split("-")[:2]
-        return _normalize(name), version
+        return normalize_name(name), version
     stem = re.sub(r"\.(tar\.gz|tar\.bz2|zip|tgz)$", "", filename)
     name, _, version = stem.rpartition("-")
-    return _normalize(name), version
+    return normalize_name(name), version
 
 
 def _index_url_of(index_url: str, name: str, filename: str, ca: str | None) -> str:
     """Where `filename` lives on the index (PEP 503 simple page), for fetch on another host."""
-    import ssl
-    import urllib.request
-
-    page_url = f"{index_url.rstrip('/')}/{_normalize(name)}/"
+    page_url = f"{index_url.rstrip('/')}/{normalize_name(name)}/"
     context = ssl.create_default_context(cafile=ca) if ca else None
     with urllib.request.urlopen(page_url, timeout=30, context=context) as response:
         page = response.read().decode(errors="replace")
@@ -177,7 +172,7 @@ _NOT_FOUND = re.compile(r"(?:No matching distribution found for|Could not find a
 _BUILD_STARTED = re.compile(r"Failed building wheel for|running build_ext|running bdist_wheel")
 
 
-def _build_requirements(ctx: BuildContext, chroot, env: dict[str, str], dest: Path, sdists: list[str],
+def _build_requirements(ctx: BuildContext, chroot, dest: Path, sdists: list[str],
                         store: ContentStore) -> list[dict[str, Any]]:
     """Wheels an sdist needs to build (setuptools, pbr, ...): found by building it with no index,
     adding what pip says is missing, until it builds. Locked as role 'build' (not in the venv)."""
@@ -185,8 +180,8 @@ def _build_requirements(ctx: BuildContext, chroot, env: dict[str, str], dest: Pa
     trial = "/tmp/trove-builder-lock-trial"
     for sdist in sdists:
         for _ in range(12):
-            result = chroot.run([f"{VENV}/bin/pip", "wheel", "--no-index", "--find-links", PY_DOWNLOADS, "--no-deps",
-                                 "--wheel-dir", trial, f"{PY_DOWNLOADS}/{sdist}"], env=env, check=False, capture=True)
+            result = run_pip(ctx, chroot, "wheel", "--no-index", "--find-links", PY_DOWNLOADS, "--no-deps",
+                             "--wheel-dir", trial, f"{PY_DOWNLOADS}/{sdist}", check=False, capture=True)
             if result.returncode == 0:
                 break
             text = result.stdout + result.stderr
@@ -196,8 +191,7 @@ def _build_requirements(ctx: BuildContext, chroot, env: dict[str, str], dest: Pa
                     break  # its build tools were all there; only the compiler, purged by now, was not
                 raise BuilderError(f"{sdist} does not build from the locked files alone; see the build log")
             before = set(dest.iterdir())
-            chroot.run([f"{VENV}/bin/pip", "--cache-dir", PIP_CACHE, "download", "--only-binary", ":all:",
-                        "--dest", PY_DOWNLOADS, match.group(1)], env=env)
+            run_pip(ctx, chroot, "download", "--only-binary", ":all:", "--dest", PY_DOWNLOADS, match.group(1))
             for path in sorted(set(dest.iterdir()) - before):
                 name, version = _dist_of(path.name)
                 sha = sha256_file(path)
@@ -211,43 +205,33 @@ def _build_requirements(ctx: BuildContext, chroot, env: dict[str, str], dest: Pa
 
 def collect_python(ctx: BuildContext, chroot, store: ContentStore) -> list[dict[str, Any]]:
     """The files the venv was made from: downloaded again by the guest's pip (same tags, same choice)."""
-    from .stages.agent import downloaded
-
     freeze = downloaded(ctx, ctx.results.get("pip_freeze") or [])
     if not freeze:
         return []
-    source = ctx.spec.agent_source
-    if source and (source.startswith((".", "/")) or Path(source).exists()):
-        raise BuilderError(f"--agent-source {source} is a local path: only index releases can be locked")
-    pins = {_normalize(line.split("==")[0]): line.split("==", 1)[1] for line in freeze}
+    pins = {normalize_name(line.split("==")[0]): line.split("==", 1)[1] for line in freeze}
     dest = ctx.rootfs / PY_DOWNLOADS.lstrip("/")
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
-    ca = host_ca_bundle_path(ctx.spec.ca_bundle)
-    ca_inside = ctx.rootfs / GUEST_CA_PATH.lstrip("/")
-    env = {"PIP_INDEX_URL": ctx.spec.pip_index_url, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
-    if ca:
-        shutil.copyfile(ca, ca_inside)
-        env["PIP_CERT"] = GUEST_CA_PATH
     try:
-        chroot.run([f"{VENV}/bin/pip", "--cache-dir", PIP_CACHE, "download", "--no-deps", "--dest", PY_DOWNLOADS,
-                    *[f"{n}=={v}" for n, v in sorted(pins.items())]], env=env)
-        files = []
-        for path in sorted(dest.iterdir()):
-            name, version = _dist_of(path.name)
-            if pins.get(name) != version:
-                raise BuilderError(f"pip downloaded {path.name}, which is not in the venv's freeze")
-            sha = sha256_file(path)
-            store.add_file(path, sha)
-            files.append({"name": name, "version": version, "filename": path.name, "sha256": sha})
-        if len(files) != len(pins):
-            missing = sorted(set(pins) - {f["name"] for f in files})
-            raise BuilderError(f"pip downloaded no file for {', '.join(missing)}")
-        files += _build_requirements(ctx, chroot, env, dest, [f["filename"] for f in files
+        with lend_host_ca(ctx):
+            run_pip(ctx, chroot, "download", "--no-deps", "--dest", PY_DOWNLOADS,
+                    *[f"{n}=={v}" for n, v in sorted(pins.items())])
+            files = []
+            for path in sorted(dest.iterdir()):
+                name, version = _dist_of(path.name)
+                if pins.get(name) != version:
+                    raise BuilderError(f"pip downloaded {path.name}, which is not in the venv's freeze")
+                sha = sha256_file(path)
+                store.add_file(path, sha)
+                files.append({"name": name, "version": version, "filename": path.name, "sha256": sha})
+            if len(files) != len(pins):
+                missing = sorted(set(pins) - {f["name"] for f in files})
+                raise BuilderError(f"pip downloaded no file for {', '.join(missing)}")
+            files += _build_requirements(ctx, chroot, dest, [f["filename"] for f in files
                                                              if not f["filename"].endswith(".whl")], store)
     finally:
-        ca_inside.unlink(missing_ok=True)
         shutil.rmtree(dest, ignore_errors=True)
+    ca = host_ca_bundle_path(ctx.spec.ca_bundle)
     with ThreadPoolExecutor(max_workers=8) as pool:
         urls = list(pool.map(lambda f: _index_url_of(ctx.spec.pip_index_url, f["name"], f["filename"], ca), files))
     for item, url in zip(files, urls):

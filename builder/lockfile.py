@@ -121,6 +121,11 @@ class Lock:
             tmp.unlink(missing_ok=True)
 
 
+def normalize_name(name: str) -> str:
+    """A Python distribution's name as PEP 503 compares it (oslo.config == oslo-config == Oslo_Config)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def default_lock_path(output: Path) -> Path:
     """images/trove-guest-ubuntu-noble.qcow2 -> images/trove-guest-ubuntu-noble.lock.json"""
     return output.with_name(output.stem + ".lock.json")

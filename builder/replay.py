@@ -9,7 +9,6 @@ the network away.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import threading
@@ -17,9 +16,10 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from .aptcache import link_or_copy
 from .cas import ContentStore
 from .errors import BuilderError
-from .lockfile import Lock
+from .lockfile import Lock, normalize_name
 
 INNER_DIR = "/var/cache/trove-builder-lock"
 _BY_HASH = re.compile(r"/by-hash/SHA256/([0-9a-f]{64})$")
@@ -51,7 +51,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def log_message(self, fmt: str, *args) -> None:
-        self.server.requests.append(fmt % args)
+        pass  # apt reports what it could not fetch; a line per request would flood the build's output
 
 
 class _Proxy(ThreadingHTTPServer):
@@ -60,7 +60,6 @@ class _Proxy(ThreadingHTTPServer):
     def __init__(self, by_url: dict[str, str], index_hashes: set[str], store: ContentStore):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.by_url, self.index_hashes, self.store = by_url, index_hashes, store
-        self.requests: list[str] = []
 
     def resolve(self, url: str) -> Path | None:
         sha = self.by_url.get(url) or self.by_url.get(urllib.parse.unquote(url))  # apt sends '+' as %2b
@@ -113,11 +112,7 @@ class Replay:
         pip_lines, agent_lines = [], []
         for item in self.lock.python_files:
             target = self.dir / "python" / item["filename"]
-            if not target.exists():
-                try:
-                    os.link(self.store.path(item["sha256"]), target)
-                except OSError:
-                    shutil.copyfile(self.store.path(item["sha256"]), target)
+            link_or_copy(self.store.path(item["sha256"]), target)
             if item.get("role") == "build":
                 continue  # only in the find-links dir, for building an sdist
             line = f"{item['name']}=={item['version']} --hash=sha256:{item['sha256']}\n"
@@ -146,8 +141,8 @@ class Replay:
 
     # -- checks --------------------------------------------------------------------------------------
     def check_python(self, freeze: list[str]) -> None:
-        locked = {_norm(f["name"]): f["version"] for f in self.lock.python_files if f.get("role") != "build"}
-        have = {_norm(line.split("==")[0]): line.split("==", 1)[1] for line in freeze}
+        locked = {normalize_name(f["name"]): f["version"] for f in self.lock.python_files if f.get("role") != "build"}
+        have = {normalize_name(line.split("==")[0]): line.split("==", 1)[1] for line in freeze}
         for name in sorted(set(locked) | set(have)):
             if locked.get(name) != have.get(name):
                 raise BuilderError(_mismatch("python package", name, have.get(name), locked.get(name)))
@@ -163,10 +158,6 @@ class Replay:
             raise BuilderError(_mismatch("package", f"{name} ({arch})", version, " or ".join(sorted(other)) if other else None))
         for name, arch, version in sorted(locked - installed):
             raise BuilderError(_mismatch("package", f"{name} ({arch})", None, version))
-
-
-def _norm(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _mismatch(kind: str, name: str, have: str | None, locked: str | None) -> str:

@@ -9,7 +9,6 @@ rebuilt, never used), and pruned least-recently-used first to stay within a size
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from .cas import sha256_file
 from .errors import UsageError
 from .proc import Log, run
 
@@ -39,14 +39,6 @@ def parse_size(text: str) -> int:
         raise UsageError(f"'{text}' is not a size (examples: 20G, 512M, 1073741824)")
     scale = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}[match.group(2).upper()]
     return int(float(match.group(1)) * scale)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -127,7 +119,7 @@ class StageCache:
                 problem = "key mismatch"
             elif not entry.payload.is_file():
                 problem = "payload missing"
-            elif sha256_of(entry.payload) != entry.meta.get("sha256"):
+            elif sha256_file(entry.payload) != entry.meta.get("sha256"):
                 problem = "payload checksum mismatch"
         if problem:
             self.log.write(f"stage cache: {path.name}: {problem}; rebuilding it\n")
@@ -173,7 +165,7 @@ class StageCache:
         try:
             payload = write(tmp)
             meta = {"checkpoint": checkpoint, "key": key, "payload": payload,
-                    "sha256": sha256_of(tmp / payload), "bytes": (tmp / payload).stat().st_size,
+                    "sha256": sha256_file(tmp / payload), "bytes": (tmp / payload).stat().st_size,
                     "created": time.time(), "results": results, "inputs": inputs}
             (tmp / META).write_text(json.dumps(meta, indent=1, sort_keys=True, default=str) + "\n")
             with self._lock(exclusive=False):

@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .cas import sha256_file
 from . import hooks
 from .render import _env, file_table, render
 
@@ -35,14 +36,6 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def tree_digest(root: Path, skip: frozenset[str] = frozenset()) -> str:
     """Names, executable bits and contents of every file below `root` (symlinks by target).
 
@@ -58,7 +51,7 @@ def tree_digest(root: Path, skip: frozenset[str] = frozenset()) -> str:
             if path.is_symlink():
                 entries.append((rel, "link", os.readlink(path)))
             else:
-                entries.append((rel, os.access(path, os.X_OK), _file_digest(path)))
+                entries.append((rel, os.access(path, os.X_OK), sha256_file(path)))
     return _digest(entries)
 
 
@@ -67,7 +60,7 @@ def code_digest() -> str:
     """The builder's own Python code (not the boot-test harness): a code change is a new cache."""
     package = Path(str(resources.files("builder")))
     files = sorted(p for p in package.rglob("*.py") if "verify" not in p.relative_to(package).parts)
-    return _digest([(str(p.relative_to(package)), _file_digest(p)) for p in files])
+    return _digest([(str(p.relative_to(package)), sha256_file(p)) for p in files])
 
 
 @functools.lru_cache(maxsize=None)
@@ -113,14 +106,14 @@ def hooks_digest(hooks_dir: Path | None, phases: tuple[str, ...]) -> str | None:
 
 
 def _optional_file(path: Path | None) -> str | None:
-    return _file_digest(path) if path is not None and path.is_file() else None
+    return sha256_file(path) if path is not None and path.is_file() else None
 
 
 def _agent_source(source: str | None) -> Any:
     """A local path's content counts, not its name; a requirement string counts as written."""
     if source and Path(source).exists():
         path = Path(source)
-        return tree_digest(path) if path.is_dir() else _file_digest(path)
+        return tree_digest(path) if path.is_dir() else sha256_file(path)
     return source
 
 

@@ -140,7 +140,7 @@ def mib(n: int) -> str:
 
 
 def write_report(results: dict, path_md: Path) -> None:
-    lines = [f"# trove-builder benchmark", "",
+    lines = ["# trove-builder benchmark", "",
              f"Run {results['date']} on {results['host']} ({results['cpus']} CPUs), builder image "
              f"`{results['builder_image']}`; downloads cache warm at start: {results['downloads_warm']}.", "",
              "| target | scenario | wall s | bootstrap | system | agent | hooks | normalize | assemble | export | cache I/O | reused | qcow2 MiB | virtual GiB | peak RSS MiB | peak disk MiB |",

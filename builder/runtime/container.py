@@ -93,6 +93,16 @@ def _relay(chunks, reporter: Reporter) -> None:
         reporter.stream.write(pending + "\n")
 
 
+def _warn_other_builder(lock_file: Path, image_id: str) -> None:
+    """A lock replayed by another builder image installs the same files, but its tools may write them differently."""
+    from ..lockfile import Lock
+
+    made_with = Lock.load(lock_file).data.get("builder_image")
+    if made_with and made_with != image_id:
+        print(f"trove-builder: warning: the lock was made with builder image {made_with[:19]}, this is "
+              f"{image_id[:19]}: the image may differ from one built with that", file=sys.stderr)
+
+
 def build(spec: BuildSpec, engine: str, reporter: Reporter) -> int:
     """Run the build in a throwaway builder container; stop and remove it whatever happens."""
     import docker
@@ -103,6 +113,8 @@ def build(spec: BuildSpec, engine: str, reporter: Reporter) -> int:
     except docker.errors.ImageNotFound:
         raise BuilderError(f"builder image '{spec.builder_image}' not found: build it with "
                            f"'make builder' or pass --builder-image") from None
+    if spec.lock_file is not None:
+        _warn_other_builder(spec.lock_file, image.id)
     own_lock = lock_path(spec.output.resolve())  # held by the CLI (cli.build) for the whole build
     reaper.reap_stale_containers(client, own_lock, STOP_TIMEOUT, lambda line: print(line, flush=True))
     volumes, inner = _mounts(spec)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from ..chroot import Chroot
 from ..context import GUEST_CA_PATH, TROVE_DIRS, VENV, BuildContext
@@ -23,13 +25,27 @@ def agent_requirement(ctx: BuildContext) -> str:
     return ctx.spec.agent_source or f"trove=={ctx.spec.resolved_agent_version}"
 
 
-def _pip(ctx: BuildContext, chroot: Chroot, *args: str, check: bool = True):
+@contextmanager
+def lend_host_ca(ctx: BuildContext) -> Iterator[None]:
+    """The build host's CA bundle inside the guest while pip runs (HTTPS may be intercepted); never kept."""
+    ca = host_ca_bundle_path(ctx.spec.ca_bundle)
+    inside = ctx.rootfs / GUEST_CA_PATH.lstrip("/")
+    if ca:
+        shutil.copyfile(ca, inside)
+    try:
+        yield
+    finally:
+        inside.unlink(missing_ok=True)
+
+
+def run_pip(ctx: BuildContext, chroot: Chroot, *args: str, check: bool = True, capture: bool = False):
+    """The venv's pip with the build's index, shared cache and (when lent) the host's CA."""
     # Explicit index: old guests' bundled pip (bionic: 9.0.1) still defaults to pypi.python.org.
     env = {"PIP_INDEX_URL": ctx.spec.pip_index_url, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1",
            "SOURCE_DATE_EPOCH": str(ctx.spec.source_date_epoch)}
     if (ctx.rootfs / GUEST_CA_PATH.lstrip("/")).exists():
         env["PIP_CERT"] = GUEST_CA_PATH
-    return chroot.run([f"{VENV}/bin/pip", "--cache-dir", PIP_CACHE, *args], env=env, check=check)
+    return chroot.run([f"{VENV}/bin/pip", "--cache-dir", PIP_CACHE, *args], env=env, check=check, capture=capture)
 
 
 def _freeze(ctx: BuildContext) -> list[str]:
@@ -66,7 +82,7 @@ def _install_agent(ctx: BuildContext, chroot: Chroot, wheels_only: bool) -> bool
         args = [*ctx.replay.pip_install_args("agent"), "--no-compile", *only]
     else:
         args = ["install", "--no-compile", *only, agent_requirement(ctx)]
-    return _pip(ctx, chroot, *args, check=not wheels_only).returncode == 0
+    return run_pip(ctx, chroot, *args, check=not wheels_only).returncode == 0
 
 
 def _install_build_tools(ctx: BuildContext, chroot: Chroot) -> None:
@@ -76,19 +92,15 @@ def _install_build_tools(ctx: BuildContext, chroot: Chroot) -> None:
 
 def _install_venv(ctx: BuildContext, chroot: Chroot) -> None:
     prof = ctx.profile
-    ca = host_ca_bundle_path(ctx.spec.ca_bundle)
-    ca_inside = ctx.rootfs / GUEST_CA_PATH.lstrip("/")
-    if ca:
-        shutil.copyfile(ca, ca_inside)
-    try:
+    with lend_host_ca(ctx):
         chroot.run(["/usr/bin/python3", "-m", "venv", VENV])
         # What python3-venv itself put there (a locked .deb, not a download; bionic's pkg-resources 0.0.0).
         ctx.results["venv_bundled"] = _freeze(ctx)
         if ctx.replay is not None:
             if ctx.replay.locks_pip:
-                _pip(ctx, chroot, *ctx.replay.pip_install_args("pip"))
+                run_pip(ctx, chroot, *ctx.replay.pip_install_args("pip"))
         else:
-            _pip(ctx, chroot, "install", "--upgrade", prof.data.get("pip_bootstrap", "pip"))
+            run_pip(ctx, chroot, "install", "--upgrade", prof.data.get("pip_bootstrap", "pip"))
         # Wheels alone when they exist (no compilers to install and purge again); else with the
         # build packages, as a source install needs them.
         if ctx.results.get("build_tools") or not _install_agent(ctx, chroot, wheels_only=True):
@@ -96,8 +108,6 @@ def _install_venv(ctx: BuildContext, chroot: Chroot) -> None:
                 ctx.log.write("agent: not every requirement has a wheel: installing the build packages\n")
                 _install_build_tools(ctx, chroot)
             _install_agent(ctx, chroot, wheels_only=False)
-    finally:
-        ca_inside.unlink(missing_ok=True)
     # Byte-compile once, with hashes instead of build-time stamps (reproducible).
     compile_args = ["-m", "compileall", "-f", "-q", "-j", "0"]
     if prof.python_version >= (3, 7):
@@ -150,7 +160,6 @@ def _dev_key(ctx: BuildContext, chroot: Chroot) -> None:
 
 
 def run_stage(ctx: BuildContext) -> None:
-    prof = ctx.profile
     chroot = ctx.chroot()
     caches = {**apt_caches(ctx), PIP_CACHE: ctx.cache_dir / "pip"}
     with chroot.session(caches):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 from pathlib import Path
 
+from ..cas import sha256_file
 from .. import __version__, qemu_img
 from ..context import BuildContext
 from .assemble import disk_path
@@ -35,14 +35,6 @@ DEVIATIONS = [
     "build-only packages (compilers, -dev libraries) purged from production images; no docs",
     "GPT disk with BIOS and UEFI GRUB built from files; linux-image-virtual/cloud kernel",
 ]
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def temp_name(final: Path) -> Path:
@@ -89,7 +81,7 @@ def publish(ctx: BuildContext, tmp: Path) -> None:
     try:
         if spec.fmt == "qcow2":
             qemu_img.check(tmp)
-        digest = sha256_of(tmp)
+        digest = sha256_file(tmp)
         manifest = {
             "builder": {"name": "trove-builder", "version": __version__},
             "inputs": spec.image_identity,

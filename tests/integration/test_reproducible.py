@@ -5,12 +5,11 @@ tried on the offline locked build in test_lock.py (it equals the online build fr
 here `--runtime none` in an operator's container (another host name and TZ, a cold cache) against
 the CLI's own container."""
 
-import os
 import subprocess
 
 import pytest
 
-from tests.conftest import TB, record_hash
+from tests.conftest import record_hash
 
 pytestmark = pytest.mark.slow
 
