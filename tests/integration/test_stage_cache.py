@@ -3,6 +3,7 @@ the same bytes either way, and a damaged checkpoint rebuilt rather than used."""
 
 import json
 import shutil
+import uuid
 
 import pytest
 
@@ -37,9 +38,11 @@ def test_an_unchanged_rebuild_reuses_the_finished_image(images, builder_image, t
 
 def test_a_changed_hook_reruns_only_the_stages_after_it(images, builder_image, tmp_path):
     images.get("debian", "bookworm")  # the checkpoints of the same build without hooks
+    # A hook no earlier run has built (the cache outlives test sessions): its image checkpoint cannot exist.
+    mark = f"built with hook {uuid.uuid4()}"
     hook = tmp_path / "hooks" / "install.d" / "10-mark"
     hook.parent.mkdir(parents=True)
-    hook.write_text("#!/bin/sh\necho 'built with a hook' > /etc/trove-builder-hook-mark\n")
+    hook.write_text(f"#!/bin/sh\necho '{mark}' > /etc/trove-builder-hook-mark\n")
     hook.chmod(0o755)
     out = tmp_path / "hooked.qcow2"
     summary, _ = build_json(builder_image, out, "--hooks-dir", str(hook.parent.parent))
@@ -47,7 +50,7 @@ def test_a_changed_hook_reruns_only_the_stages_after_it(images, builder_image, t
     ran = {s["name"]: not s["cached"] for s in summary["stages"]}
     assert [name for name, fresh in ran.items() if fresh] == ["hooks", "normalize", "assemble", "export"]
     with Image(out) as image:
-        assert image.read("/etc/trove-builder-hook-mark") == "built with a hook\n"
+        assert image.read("/etc/trove-builder-hook-mark") == mark + "\n"
 
 
 def test_a_restored_checkpoint_gives_the_same_bytes_and_a_damaged_one_is_rebuilt(images, builder_image, tmp_path):
