@@ -49,9 +49,14 @@ class BuildContext:
         """A UUID derived from the inputs, so filesystems and partitions are the same every build."""
         return str(uuid.uuid5(uuid.NAMESPACE_URL, f"trove-builder:{self.input_digest}:{purpose}"))
 
+    def reproducible_env(self) -> dict[str, str]:
+        """What every program run for the guest sees: the build's clamped clock (initramfs, pyc and
+        docs honour it) and a fixed hash seed (Python byte-compiles set constants in hash order)."""
+        return {"SOURCE_DATE_EPOCH": str(self.spec.source_date_epoch), "PYTHONHASHSEED": "0"}
+
     def chroot(self, env: dict[str, str] | None = None) -> "Chroot":
-        """The guest root, entered with the build's clamped clock (initramfs, pyc, docs honour it)."""
-        base = {"SOURCE_DATE_EPOCH": str(self.spec.source_date_epoch)}
+        """The guest root, entered with the reproducible environment."""
+        base = self.reproducible_env()
         mounts = {}
         if self.replay is not None:  # a locked build: apt through the lock's proxy, wheels from the lock
             base.update(self.replay.chroot_env)

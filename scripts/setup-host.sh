@@ -15,7 +15,7 @@ packages=(
     python3 python3-venv python3-pip            # the CLI and tests
     mmdebstrap debian-archive-keyring           # the builder's base image, made locally
     qemu-system-x86 qemu-utils ovmf             # boot tests: SeaBIOS and UEFI
-    e2fsprogs fdisk zstd tar                    # offline image checks (debugfs, sfdisk); stage cache tests
+    e2fsprogs fdisk zstd tar cpio               # offline image checks (debugfs, sfdisk); stage cache, initramfs tests
     mtools dosfstools diffoscope-minimal        # trove-builder diff: the ESP, its tests, --diffoscope
     rabbitmq-server rsync openssh-client        # boot tests: broker, dev-mode controller (rsync), test keys
     make git ca-certificates curl

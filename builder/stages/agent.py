@@ -13,6 +13,7 @@ from ..context import GUEST_CA_PATH, TROVE_DIRS, VENV, BuildContext
 from ..spec import host_ca_bundle_path
 from ..render import guest_ids, install_stage_files, write_into
 from .bootstrap import apt_caches
+from .normalize import clamp_times
 from .. import dpkg
 
 DESCRIPTION = "install the Trove guest agent and its units"
@@ -41,8 +42,10 @@ def lend_host_ca(ctx: BuildContext) -> Iterator[None]:
 def run_pip(ctx: BuildContext, chroot: Chroot, *args: str, check: bool = True, capture: bool = False):
     """The venv's pip with the build's index, shared cache and (when lent) the host's CA."""
     # Explicit index: old guests' bundled pip (bionic: 9.0.1) still defaults to pypi.python.org.
+    # CFLAGS: a requirement built from source carries no debug info, which would name pip's
+    # random build directory (and the guest has no use for it).
     env = {"PIP_INDEX_URL": ctx.spec.pip_index_url, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1",
-           "SOURCE_DATE_EPOCH": str(ctx.spec.source_date_epoch)}
+           "SOURCE_DATE_EPOCH": str(ctx.spec.source_date_epoch), "CFLAGS": "-g0"}
     if (ctx.rootfs / GUEST_CA_PATH.lstrip("/")).exists():
         env["PIP_CERT"] = GUEST_CA_PATH
     return chroot.run([f"{VENV}/bin/pip", "--cache-dir", PIP_CACHE, *args], env=env, check=check, capture=capture)
@@ -108,10 +111,15 @@ def _install_venv(ctx: BuildContext, chroot: Chroot) -> None:
                 ctx.log.write("agent: not every requirement has a wheel: installing the build packages\n")
                 _install_build_tools(ctx, chroot)
             _install_agent(ctx, chroot, wheels_only=False)
-    # Byte-compile once, with hashes instead of build-time stamps (reproducible).
+    # Byte-compile once, reproducibly: with hashes instead of source times where Python has them
+    # (3.7+); before that the .pyc carries its source's mtime, so those are clamped first (the
+    # normalize stage clamps them to the same value later, and the .pyc stay valid). The chroot's
+    # fixed hash seed keeps the order of set constants the same in every build.
     compile_args = ["-m", "compileall", "-f", "-q", "-j", "0"]
     if prof.python_version >= (3, 7):
         compile_args += ["--invalidation-mode", "checked-hash"]
+    else:
+        clamp_times(ctx.rootfs / VENV.lstrip("/"), ctx.spec.source_date_epoch)
     chroot.run([f"{VENV}/bin/python", *compile_args, VENV], check=False)
     freeze = _freeze(ctx)
     if ctx.replay is not None:

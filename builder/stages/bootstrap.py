@@ -75,7 +75,7 @@ def debootstrap(ctx: BuildContext, mirror: str, debs) -> None:
             run(["debootstrap", f"--variant={prof.variant}", f"--arch={prof.arch}",
                  f"--components={','.join(prof.components)}", f"--keyring={prof.keyring}", f"--cache-dir={debs}",
                  spec.release, ctx.rootfs, mirror],
-                ctx.log, env={"SOURCE_DATE_EPOCH": str(spec.source_date_epoch),
+                ctx.log, env={**ctx.reproducible_env(),
                               **({"http_proxy": ctx.replay.proxy_url} if ctx.replay else {})})
         except CommandFailed:
             _explain_failure(ctx)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import shutil
 from pathlib import Path
 
 from ..context import BuildContext
+from ..errors import BuilderError
+from ..initramfs import InitramfsError, repack_file
+from ..pyc import recompile_packaged
 from ..render import install_stage_files
 
 DESCRIPTION = "write the boot config; scrub caches, logs, keys and identity; clamp file times"
@@ -98,17 +102,37 @@ def clamp_times(root: Path, epoch: int) -> None:
     os.utime(root, (epoch, epoch))
 
 
+def _repack_initramfs(ctx: BuildContext) -> None:
+    """Where the guest's mkinitramfs is not reproducible, write its output again so that it is."""
+    for path in sorted((ctx.rootfs / "boot").glob("initrd.img-*")):
+        if path.is_symlink() or not path.is_file():
+            continue
+        try:
+            repack_file(path, ctx.spec.source_date_epoch)
+        except InitramfsError as exc:
+            raise BuilderError(f"cannot re-pack /boot/{path.name} deterministically: {exc}") from None
+        # update-initramfs keeps each image's sha1 and refuses to update an image that no longer matches.
+        state = ctx.rootfs / "var/lib/initramfs-tools" / path.name.removeprefix("initrd.img-")
+        if state.is_file():
+            state.write_text(f"{hashlib.sha1(path.read_bytes()).hexdigest()}  /boot/{path.name}\n")
+        ctx.log.write(f"normalize: /boot/{path.name} re-packed deterministically\n")
+
+
 def run_stage(ctx: BuildContext) -> None:
     root = ctx.rootfs
     # Files that name the finished disk (grub.cfg: the root filesystem's UUID) are written here,
     # so that the cached rootfs of earlier stages does not depend on the disk's size or format.
     install_stage_files(root, "normalize", ctx.template_context())
-    for pattern in REMOVE:
+    for pattern in REMOVE + ctx.profile.remove_unreproducible:
         _remove(root, pattern)
     for name in TRUNCATE:
         (root / name).write_bytes(b"")
     _strip_docs(root)
     _truncate_logs(root)
     _clamp_shadow(root, ctx.spec.source_date_epoch)
+    if ctx.profile.initramfs_repack:
+        _repack_initramfs(ctx)
+    if ctx.profile.recompile_pyc:
+        ctx.log.write(f"normalize: {recompile_packaged(ctx)} packaged .pyc written again with a fixed hash seed\n")
     # dpkg's database in its canonical form is left as is; only times are clamped.
     clamp_times(root, ctx.spec.source_date_epoch)
