@@ -1,19 +1,28 @@
-"""Byte-compile the guest's packaged Python modules again, with a fixed hash seed.
+"""Byte-compiling the guest's Python reproducibly.
 
-Debian's py3compile (run by dpkg for every Python package) starts `python -E`, so no
-PYTHONHASHSEED reaches it, and older Pythons (bionic's 3.6) write a set constant (`x in {'a', 'b'}`)
-in hash order: the same source gives other .pyc bytes in every build. Each .pyc that is already
-there is written again from its source by the guest's own interpreter, in one process, in name
-order, with the chroot's fixed seed; the header keeps the packaged source's time as before.
+A .pyc's bytes depend on more than its source: a set constant (`x in {'a', 'b'}`) is written in
+hash order (so the hash seed counts), and marshal marks an object as shared by its reference count,
+which depends on what the same process compiled before (so which files share a process, and in
+what order, counts). Hence a fixed seed (the chroot's PYTHONHASHSEED=0), and a fixed split of the
+sorted file list over a fixed number of processes, never a pool that hands files out by timing
+(`compileall -j`) nor the host's CPU count.
+
+The python3.X postinst of bionic and focal byte-compiles the stdlib with `python -E`, which no
+PYTHONHASHSEED reaches: `recompile_packaged` writes each packaged .pyc again from its source, in
+one process, in name order; the header keeps the packaged source's time as before.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from .chroot import Chroot
 from .context import BuildContext
+
+COMPILE_PROCESSES = 4  # fixed: part of what decides the bytes
 
 PYC_NAME = re.compile(r"^(?P<module>[^.]+)\.cpython-(?P<major>\d)(?P<minor>\d+)(?:\.opt-(?P<opt>[12]))?\.pyc$")
 COMPILE = r"""
@@ -61,3 +70,34 @@ def recompile_packaged(ctx: BuildContext) -> int:
         chroot.run([interpreter, "-c", COMPILE], input=listing)
         count += len(jobs)
     return count
+
+
+def fixed_shares(sources: list[str]) -> list[list[str]]:
+    """`sources` in at most COMPILE_PROCESSES consecutive runs of (nearly) equal length."""
+    share = -(-len(sources) // COMPILE_PROCESSES)
+    return [sources[i:i + share] for i in range(0, len(sources), share)] if sources else []
+
+
+def compile_tree(ctx: BuildContext, chroot: Chroot, python: str, tree: str, options: list[str]) -> None:
+    """Byte-compile every .py below `tree` (a guest path) with `python -m compileall options`:
+    COMPILE_PROCESSES processes side by side, each with its fixed share of the sorted file list."""
+    root = ctx.rootfs
+    sources = []
+    for dirpath, dirs, files in os.walk(root / tree.lstrip("/")):  # symlinked dirs (lib64) not followed
+        dirs.sort()
+        sources += ["/" + str(Path(dirpath, f).relative_to(root)) for f in sorted(files) if f.endswith(".py")]
+    lists = []
+    for index, part in enumerate(fixed_shares(sources)):
+        lists.append(f"/tmp/trove-builder-compile-{index}.txt")
+        (root / lists[-1].lstrip("/")).write_text("\n".join(part) + "\n")
+
+    def compile_list(listing: str) -> None:
+        # check=False: a file that does not compile (Python 2 code in a test dir) stays without a .pyc.
+        chroot.run([python, "-m", "compileall", "-q", "-f", *options, "-i", listing], check=False)
+
+    try:
+        with ThreadPoolExecutor(max(1, len(lists))) as pool:
+            list(pool.map(compile_list, lists))
+    finally:
+        for listing in lists:
+            (root / listing.lstrip("/")).unlink(missing_ok=True)

@@ -14,6 +14,7 @@ from ..spec import host_ca_bundle_path
 from ..render import guest_ids, install_stage_files, write_into
 from .bootstrap import apt_caches
 from .normalize import clamp_times
+from ..pyc import compile_tree
 from .. import dpkg
 
 DESCRIPTION = "install the Trove guest agent and its units"
@@ -111,16 +112,15 @@ def _install_venv(ctx: BuildContext, chroot: Chroot) -> None:
                 ctx.log.write("agent: not every requirement has a wheel: installing the build packages\n")
                 _install_build_tools(ctx, chroot)
             _install_agent(ctx, chroot, wheels_only=False)
-    # Byte-compile once, reproducibly: with hashes instead of source times where Python has them
-    # (3.7+); before that the .pyc carries its source's mtime, so those are clamped first (the
-    # normalize stage clamps them to the same value later, and the .pyc stay valid). The chroot's
-    # fixed hash seed keeps the order of set constants the same in every build.
-    compile_args = ["-m", "compileall", "-f", "-q", "-j", "0"]
+    # Byte-compile once, reproducibly (builder/pyc.py): with hashes instead of source times where
+    # Python has them (3.7+); before that the .pyc carries its source's mtime, so those are clamped
+    # first (the normalize stage clamps them to the same value later, and the .pyc stay valid).
     if prof.python_version >= (3, 7):
-        compile_args += ["--invalidation-mode", "checked-hash"]
+        options = ["--invalidation-mode", "checked-hash"]
     else:
+        options = []
         clamp_times(ctx.rootfs / VENV.lstrip("/"), ctx.spec.source_date_epoch)
-    chroot.run([f"{VENV}/bin/python", *compile_args, VENV], check=False)
+    compile_tree(ctx, chroot, f"{VENV}/bin/python", VENV, options)
     freeze = _freeze(ctx)
     if ctx.replay is not None:
         ctx.replay.check_python(downloaded(ctx, freeze))

@@ -31,3 +31,14 @@ def test_each_pyc_is_paired_with_its_source_interpreter_and_optimisation(tmp_pat
              "/usr/lib/python3/dist-packages/yaml/__pycache__/__init__.cpython-38.pyc", 0),
         ],
     }
+
+
+def test_the_split_over_compiling_processes_depends_on_the_file_list_alone(monkeypatch):
+    from builder import pyc
+    files = [f"/opt/venv/m{i:03}.py" for i in range(10)]
+    shares = pyc.fixed_shares(files)
+    assert [f for share in shares for f in share] == files, "every file once, in order"
+    assert len(shares) == pyc.COMPILE_PROCESSES == 4 and [len(s) for s in shares] == [3, 3, 3, 1]
+    monkeypatch.setattr("os.cpu_count", lambda: 64)  # another host: the same split
+    assert pyc.fixed_shares(files) == shares
+    assert pyc.fixed_shares([]) == [] and pyc.fixed_shares(files[:2]) == [[files[0]], [files[1]]]
