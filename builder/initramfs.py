@@ -143,11 +143,13 @@ def repack(blob: bytes, epoch: int) -> bytes:
     return bytes(out)
 
 
-def repack_file(path: Path, epoch: int) -> None:
-    """Re-pack `path` in place (through a temporary name; mode and times kept)."""
+def repack_file(path: Path, epoch: int) -> bytes:
+    """Re-pack `path` in place (through a temporary name; mode and times kept); the new content."""
     stat = path.stat()
     tmp = path.with_name(path.name + ".repack")
-    tmp.write_bytes(repack(path.read_bytes(), epoch))
+    packed = repack(path.read_bytes(), epoch)
+    tmp.write_bytes(packed)
     os.chmod(tmp, stat.st_mode & 0o7777)
     os.utime(tmp, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     os.replace(tmp, path)
+    return packed

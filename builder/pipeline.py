@@ -124,8 +124,9 @@ class Checkpoints:
             export.publish_copy(self.ctx, lambda tmp: self.cache.restore_file(entry, tmp))
         else:
             self.cache.restore_rootfs(entry, self.ctx.rootfs)
-        self.cache_seconds += time.monotonic() - started
-        self.ctx.log.write(f"stage cache: restored {checkpoint} in {time.monotonic() - started:.1f}s\n")
+        elapsed = time.monotonic() - started
+        self.cache_seconds += elapsed
+        self.ctx.log.write(f"stage cache: restored {checkpoint} in {elapsed:.1f}s\n")
 
     def after(self, stage: str) -> None:
         """Store a checkpoint when `stage` is the last stage it covers."""
@@ -140,8 +141,9 @@ class Checkpoints:
                 self.cache.save_file(checkpoint, key, self.ctx.spec.output, results, self.inputs[checkpoint])
             else:
                 self.cache.save_rootfs(checkpoint, key, self.ctx.rootfs, results, self.inputs[checkpoint])
-            self.cache_seconds += time.monotonic() - started
-            self.ctx.log.write(f"stage cache: stored {checkpoint} in {time.monotonic() - started:.1f}s\n")
+            elapsed = time.monotonic() - started
+            self.cache_seconds += elapsed
+            self.ctx.log.write(f"stage cache: stored {checkpoint} in {elapsed:.1f}s\n")
             self.status[checkpoint] = "stored"
 
     def prune(self, limit: int) -> None:

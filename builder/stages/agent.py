@@ -44,9 +44,10 @@ def run_pip(ctx: BuildContext, chroot: Chroot, *args: str, check: bool = True, c
     """The venv's pip with the build's index, shared cache and (when lent) the host's CA."""
     # Explicit index: old guests' bundled pip (bionic: 9.0.1) still defaults to pypi.python.org.
     # CFLAGS: a requirement built from source carries no debug info, which would name pip's
-    # random build directory (and the guest has no use for it).
+    # random build directory (and the guest has no use for it). SOURCE_DATE_EPOCH and the hash
+    # seed come with the chroot (ctx.reproducible_env).
     env = {"PIP_INDEX_URL": ctx.spec.pip_index_url, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1",
-           "SOURCE_DATE_EPOCH": str(ctx.spec.source_date_epoch), "CFLAGS": "-g0"}
+           "CFLAGS": "-g0"}
     if (ctx.rootfs / GUEST_CA_PATH.lstrip("/")).exists():
         env["PIP_CERT"] = GUEST_CA_PATH
     return chroot.run([f"{VENV}/bin/pip", "--cache-dir", PIP_CACHE, *args], env=env, check=check, capture=capture)

@@ -108,13 +108,13 @@ def _repack_initramfs(ctx: BuildContext) -> None:
         if path.is_symlink() or not path.is_file():
             continue
         try:
-            repack_file(path, ctx.spec.source_date_epoch)
+            packed = repack_file(path, ctx.spec.source_date_epoch)
         except InitramfsError as exc:
             raise BuilderError(f"cannot re-pack /boot/{path.name} deterministically: {exc}") from None
         # update-initramfs keeps each image's sha1 and refuses to update an image that no longer matches.
         state = ctx.rootfs / "var/lib/initramfs-tools" / path.name.removeprefix("initrd.img-")
         if state.is_file():
-            state.write_text(f"{hashlib.sha1(path.read_bytes()).hexdigest()}  /boot/{path.name}\n")
+            state.write_text(f"{hashlib.sha1(packed).hexdigest()}  /boot/{path.name}\n")
         ctx.log.write(f"normalize: /boot/{path.name} re-packed deterministically\n")
 
 
