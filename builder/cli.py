@@ -12,10 +12,17 @@ from typing import Optional
 
 import typer
 
-from . import __version__
-from . import profile as profiles
-from .errors import BuilderError, UsageError
-from .spec import DEFAULT_BUILDER_IMAGE, DEFAULT_SOURCE_DATE_EPOCH, BuildSpec, default_cache_dir, default_output, parse_bool
+from builder import __version__
+from builder import profile as profiles
+from builder.errors import BuilderError, UsageError
+from builder.spec import (
+    DEFAULT_BUILDER_IMAGE,
+    DEFAULT_SOURCE_DATE_EPOCH,
+    BuildSpec,
+    default_cache_dir,
+    default_output,
+    parse_bool,
+)
 
 app = typer.Typer(
     add_completion=False,
@@ -123,7 +130,7 @@ def build(
     locked = None
     epoch = os.environ.get("SOURCE_DATE_EPOCH", str(DEFAULT_SOURCE_DATE_EPOCH))
     if lock is not None:
-        from .lockfile import Lock
+        from builder.lock.lockfile import Lock
 
         locked = Lock.load(lock)
         target = locked.target
@@ -166,12 +173,13 @@ def build(
 
 def _run(spec: BuildSpec, json_summary: bool = False) -> None:
     """Run the pipeline for `spec` in its runtime, holding its output; exit with the build's status."""
-    from . import hooks, preflight
+    from builder import preflight
+    from builder.guest import hooks
 
     hooks.validate(spec.hooks_dir)
-    from .interrupt import terminate_as_interrupt
-    from .output_lock import hold_output
-    from .progress import Reporter
+    from builder.claims.output import hold_output
+    from builder.interrupt import terminate_as_interrupt
+    from builder.progress import Reporter
 
     reporter = Reporter(sys.stderr if json_summary else sys.stdout)
     # One build per output, held to the end; SIGTERM unwinds like Ctrl-C so the container is stopped.
@@ -179,12 +187,12 @@ def _run(spec: BuildSpec, json_summary: bool = False) -> None:
         preflight.run(spec, sys.stderr if json_summary else sys.stdout)
         try:
             if spec.runtime == "none":
-                from .runtime import host
+                from builder.runtime import host
 
                 host.build(spec, reporter)
                 status = 0
             else:
-                from .runtime import container
+                from builder.runtime import container
 
                 status = container.build(spec, spec.runtime, reporter)
         finally:
@@ -199,8 +207,8 @@ def _run(spec: BuildSpec, json_summary: bool = False) -> None:
 @guarded
 def run_spec(spec_json: str) -> None:
     """Inside the builder container: run the pipeline for a spec the host CLI resolved."""
-    from .runtime import host
-    from .watchdog import watch_owner
+    from builder.claims.watchdog import watch_owner
+    from builder.runtime import host
 
     with watch_owner():  # the CLI that started this container dies -> the build stops and cleans up
         host.build(BuildSpec.from_json(spec_json))
@@ -236,7 +244,7 @@ def lock_command(
     the cache with every file the lock names, so that `build --lock FILE --offline` works here."""
     dev = parse_bool(dev_mode, "DEV_MODE")
     if output is None:
-        from .lockfile import default_lock_path
+        from builder.lock.lockfile import default_lock_path
 
         output = default_lock_path(default_output(guest_os, release, dev))
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -257,10 +265,10 @@ def lock_command(
         source_date_epoch=int(epoch), verbose=verbose, stage_cache=not no_cache, lock_out=output,
     ).validate()
     _run(spec)
-    from .cas import ContentStore
-    from .fetch import fetch
-    from .lockfile import Lock
-    from .spec import host_ca_bundle_path
+    from builder.cache.cas import ContentStore
+    from builder.lock.fetch import fetch
+    from builder.lock.lockfile import Lock
+    from builder.spec import host_ca_bundle_path
 
     locked = Lock.load(output)
     try:
@@ -279,10 +287,10 @@ def fetch_command(
     ca_bundle: Optional[Path] = typer.Option(None, "--ca-bundle", help="CA bundle for HTTPS."),
 ) -> None:
     """Download every file a lock names into the content-addressed cache, checking each sha256."""
-    from .cas import ContentStore
-    from .fetch import check_complete, fetch
-    from .lockfile import Lock
-    from .spec import host_ca_bundle_path
+    from builder.cache.cas import ContentStore
+    from builder.lock.fetch import check_complete, fetch
+    from builder.lock.lockfile import Lock
+    from builder.spec import host_ca_bundle_path
 
     locked = Lock.load(lock)
     if ca_bundle is not None and not ca_bundle.is_file():
@@ -319,7 +327,7 @@ def check(
                                      "(build-host paths, host name); repeatable."),
 ) -> None:
     """Check a built image against the Trove guest contract, offline (no boot)."""
-    from .contract import check_image
+    from builder.image.contract import check_image
 
     if not image.is_file():
         raise UsageError(f"no image at {image}")
@@ -361,7 +369,7 @@ def boot_test(
             raise UsageError(f"controller source {controller_source} is not a directory")
         if controller_key is None or not controller_key.is_file():
             raise UsageError("--controller-source needs --controller-key, the private key the dev image was built with")
-    from .verify import render_result_table, run_boot_test
+    from builder.verify import render_result_table, run_boot_test
 
     result = run_boot_test(
         image, datastore=datastore, datastore_version=datastore_version, guest_user=guest_user,
@@ -389,7 +397,7 @@ def cache_ls(cache_dir: Path = CACHE_DIR_OPTION) -> None:
     """List checkpoints, most recently used first, with their size."""
     import time as _time
 
-    from .stagecache import StageCache
+    from builder.cache.stagecache import StageCache
 
     entries = sorted(StageCache(cache_dir).entries(), key=lambda e: e.last_used, reverse=True)
     for entry in entries:
@@ -406,7 +414,7 @@ def cache_prune(
     cache_dir: Path = CACHE_DIR_OPTION,
 ) -> None:
     """Remove least recently used checkpoints until the cache fits in --max-size."""
-    from .stagecache import StageCache, parse_size
+    from builder.cache.stagecache import StageCache, parse_size
 
     cache = StageCache(cache_dir)
     cache.sweep()
@@ -420,7 +428,7 @@ def cache_prune(
 @guarded
 def cache_clear(cache_dir: Path = CACHE_DIR_OPTION) -> None:
     """Remove every checkpoint (downloaded packages are kept)."""
-    from .stagecache import StageCache
+    from builder.cache.stagecache import StageCache
 
     cache = StageCache(cache_dir)
     cache.sweep()
@@ -440,8 +448,8 @@ def diff(
     import json
     import shutil
 
-    from .diff import diff_images
-    from .diffreport import render, render_diffoscope
+    from builder.image.diff import diff_images
+    from builder.image.diffreport import render, render_diffoscope
 
     if diffoscope and shutil.which("diffoscope") is None:
         print("trove-builder: diffoscope is not installed: listing the differences without it", file=sys.stderr)

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .chroot import Chroot
-from .profile import Profile
-from .proc import Log
-from .spec import BuildSpec
+from builder.guest.chroot import Chroot
+from builder.proc import Log
+from builder.profile import Profile
+from builder.spec import BuildSpec
 
 ROOT_LABEL = "cloudimg-rootfs"
 VENV = "/opt/guest-agent-venv"
@@ -29,7 +29,7 @@ class BuildContext:
     work_dir: Path
     log: Log
     results: dict[str, Any] = field(default_factory=dict)
-    replay: Any = None  # builder.replay.Replay when building from a lock file
+    replay: Any = None  # builder.lock.replay.Replay when building from a lock file
 
     @property
     def rootfs(self) -> Path:

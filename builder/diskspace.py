@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .errors import BuilderError
-from .spec import BuildSpec
+from builder.errors import BuilderError
+from builder.spec import BuildSpec
 
 NO_SPACE = "No space left on device"
 SKIP_ENV = "TROVE_BUILDER_SKIP_SPACE_CHECK"

@@ -10,8 +10,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .errors import BuilderError, UsageError
-from .retry import Backoff, with_backoff
+from builder.errors import BuilderError, UsageError
+from builder.retry import Backoff, with_backoff
 
 SCHEMES = ("http", "https", "file")
 # Answers worth asking again: the mirror is there but busy, or the network hiccuped.

@@ -9,16 +9,18 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
-from . import aptcache, diskspace, dpkg, hooks, stagekeys, workdirs
-from .chroot import mounts_below, unmount_all
-from .context import BuildContext
-from .errors import BuilderError
-from .interrupt import terminate_as_interrupt as _terminate_as_interrupt
-from .proc import Log
-from .progress import Emitter
-from .spec import BuildSpec
-from .stagecache import StageCache, parse_size
-from .stages import agent, assemble, bootstrap, export, normalize, system
+from builder import diskspace
+from builder.cache import aptcache, stagekeys, workdirs
+from builder.cache.stagecache import StageCache, parse_size
+from builder.context import BuildContext
+from builder.errors import BuilderError
+from builder.guest import dpkg, hooks
+from builder.guest.chroot import mounts_below, unmount_all
+from builder.interrupt import terminate_as_interrupt as _terminate_as_interrupt
+from builder.proc import Log
+from builder.progress import Emitter
+from builder.spec import BuildSpec
+from builder.stages import agent, assemble, bootstrap, export, normalize, system
 
 
 def _pre_install_hooks(ctx: BuildContext) -> None:
@@ -31,7 +33,7 @@ def _post_install_hooks(ctx: BuildContext) -> None:
         hooks.run_phase(ctx, phase)
     ctx.results["packages"] = dpkg.installed(ctx.rootfs)
     if ctx.replay is not None:  # hooks included: nothing installed that the lock does not name
-        from .lockcollect import installed_during_build
+        from builder.lock.collect import installed_during_build
 
         ctx.replay.check_packages(installed_during_build(ctx.rootfs))
 
@@ -154,11 +156,11 @@ class Checkpoints:
 
 def _start_replay(ctx: BuildContext, emit: Emitter):
     """A locked build: every file it names in the store (fetched first unless offline), then its proxy."""
-    from . import fetch
-    from .cas import ContentStore
-    from .lockfile import Lock
-    from .replay import Replay
-    from .spec import host_ca_bundle_path
+    from builder.cache.cas import ContentStore
+    from builder.lock import fetch
+    from builder.lock.lockfile import Lock
+    from builder.lock.replay import Replay
+    from builder.spec import host_ca_bundle_path
 
     spec = ctx.spec
     lock, store = Lock.load(spec.lock_file), ContentStore(spec.cache_dir)
@@ -177,7 +179,7 @@ def _start_replay(ctx: BuildContext, emit: Emitter):
 
 
 def _write_lock(ctx: BuildContext, emit: Emitter) -> None:
-    from .lockcollect import collect
+    from builder.lock.collect import collect
 
     started = time.monotonic()
     lock = collect(ctx)

@@ -8,9 +8,9 @@ import tempfile
 from pathlib import Path
 from typing import TextIO
 
-from . import diskspace, mirror
-from .errors import UsageError
-from .spec import BuildSpec, host_ca_bundle_path
+from builder import diskspace, mirror
+from builder.errors import UsageError
+from builder.spec import BuildSpec, host_ca_bundle_path
 
 
 def _writable(path: Path, what: str) -> None:

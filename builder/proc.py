@@ -10,7 +10,7 @@ from collections import deque
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from .errors import BuilderError
+from builder.errors import BuilderError
 
 TAIL_LINES = 15
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from .errors import UsageError
+from builder.errors import UsageError
 
 PROFILE_DIR = resources.files("builder") / "profiles"
 

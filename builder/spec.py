@@ -12,10 +12,10 @@ from typing import Any
 
 import yaml
 
-from . import profile as profiles
-from .errors import UsageError
-from .qemu_img import COMPRESSIONS
-from .stagecache import parse_size
+from builder import profile as profiles
+from builder.cache.stagecache import parse_size
+from builder.errors import UsageError
+from builder.image.qemu_img import COMPRESSIONS
 
 FORMATS = ("qcow2", "raw")
 RUNTIMES = ("docker", "podman", "none")

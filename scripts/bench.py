@@ -117,7 +117,7 @@ def unpack_floor(cache: Path, os_name: str, release: str, manifest: Path, builde
 def space_report(image: Path, top: int = 12) -> list[tuple[str, int]]:
     """The biggest directories of the image's root filesystem (read with debugfs, no mount)."""
     sys.path.insert(0, str(REPO))
-    from builder.inspect import Image
+    from builder.image.reader import Image
 
     with tempfile.TemporaryDirectory() as tmp, Image(image) as img:
         root = Path(tmp) / "root"

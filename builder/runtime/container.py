@@ -8,14 +8,14 @@ import sys
 import uuid
 from pathlib import Path
 
-from ..errors import BuilderError
-from ..output_lock import lock_path
-from ..progress import EVENTS_ENV, Reporter, parse_line
-from ..spec import BuildSpec, host_ca_bundle_path
-from ..watchdog import OWNER_LOCK_ENV
-from . import reaper
-from .engine_errors import explain
-from .reaper import LABEL
+from builder.claims.output import lock_path
+from builder.claims.watchdog import OWNER_LOCK_ENV
+from builder.errors import BuilderError
+from builder.progress import EVENTS_ENV, Reporter, parse_line
+from builder.runtime import reaper
+from builder.runtime.engine_errors import explain
+from builder.runtime.reaper import LABEL
+from builder.spec import BuildSpec, host_ca_bundle_path
 
 # The fewest privileges debootstrap, chroot mounts and mknod need (--privileged is not required).
 CAPABILITIES = ["SYS_ADMIN", "MKNOD"]
@@ -95,7 +95,7 @@ def _relay(chunks, reporter: Reporter) -> None:
 
 def _warn_other_builder(lock_file: Path, image_id: str) -> None:
     """A lock replayed by another builder image installs the same files, but its tools may write them differently."""
-    from ..lockfile import Lock
+    from builder.lock.lockfile import Lock
 
     made_with = Lock.load(lock_file).data.get("builder_image")
     if made_with and made_with != image_id:

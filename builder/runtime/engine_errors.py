@@ -6,7 +6,7 @@ import errno
 import os
 import pwd
 
-from ..errors import BuilderError
+from builder.errors import BuilderError
 
 NAMES = {"docker": "Docker", "podman": "Podman"}
 DEFAULT_URL = {"docker": "unix:///var/run/docker.sock"}

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 
-from ..errors import BuilderError
-from ..pipeline import run_pipeline
-from ..progress import Emitter, Reporter
-from ..spec import BuildSpec
+from builder.errors import BuilderError
+from builder.pipeline import run_pipeline
+from builder.progress import Emitter, Reporter
+from builder.spec import BuildSpec
 
 # tool -> Debian package that ships it
 REQUIRED_TOOLS = {
@@ -26,7 +26,7 @@ GRUB_PLATFORMS = {"i386-pc": "grub-pc-bin", "x86_64-efi": "grub-efi-amd64-bin"}
 
 
 def missing_tools() -> list[str]:
-    from ..stages.assemble import GRUB_DIR
+    from builder.stages.assemble import GRUB_DIR
 
     missing = [f"{tool} ({pkg})" for tool, pkg in REQUIRED_TOOLS.items() if shutil.which(tool) is None]
     missing += [f"{GRUB_DIR / p} ({pkg})" for p, pkg in GRUB_PLATFORMS.items() if not (GRUB_DIR / p).is_dir()]

@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 from typing import Callable
 
-from ..locks import FileLock
+from builder.claims.flock import FileLock
 
 LABEL = "trove-builder"
 LOCK_LABEL = f"{LABEL}.lock"

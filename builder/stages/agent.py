@@ -8,14 +8,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from ..chroot import Chroot
-from ..context import GUEST_CA_PATH, TROVE_DIRS, VENV, BuildContext
-from ..spec import host_ca_bundle_path
-from ..render import guest_ids, install_stage_files, write_into
-from .bootstrap import apt_caches
-from .normalize import clamp_times
-from ..pyc import compile_tree
-from .. import dpkg
+from builder.context import GUEST_CA_PATH, TROVE_DIRS, VENV, BuildContext
+from builder.guest import dpkg
+from builder.guest.chroot import Chroot
+from builder.guest.pyc import compile_tree
+from builder.guest.render import guest_ids, install_stage_files, write_into
+from builder.spec import host_ca_bundle_path
+from builder.stages.bootstrap import apt_caches
+from builder.stages.normalize import clamp_times
 
 DESCRIPTION = "install the Trove guest agent and its units"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..context import ROOT_LABEL, BuildContext
-from ..disk import Layout, embed_grub_bios
-from ..errors import BuilderError
-from ..proc import run
+from builder.context import ROOT_LABEL, BuildContext
+from builder.errors import BuilderError
+from builder.image.disk import Layout, embed_grub_bios
+from builder.proc import run
 
 DESCRIPTION = "build the GPT disk: ext4 root, ESP, GRUB for BIOS and UEFI"
 

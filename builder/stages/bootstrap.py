@@ -6,14 +6,14 @@ import re
 import shutil
 from pathlib import Path
 
-from .. import aptcache
-from ..chroot import mounts_below, unmount_all
-from ..context import BuildContext
-from ..diskspace import NO_SPACE
-from ..errors import BuilderError
-from ..proc import CommandFailed, run
-from ..render import install_stage_files
-from ..retry import Backoff, with_backoff
+from builder.cache import aptcache
+from builder.context import BuildContext
+from builder.diskspace import NO_SPACE
+from builder.errors import BuilderError
+from builder.guest.chroot import mounts_below, unmount_all
+from builder.guest.render import install_stage_files
+from builder.proc import CommandFailed, run
+from builder.retry import Backoff, with_backoff
 
 DESCRIPTION = "debootstrap a minimal root filesystem"
 # What debootstrap (and the wget it drives) says when a download failed: worth another try.

@@ -7,10 +7,11 @@ import json
 import os
 from pathlib import Path
 
-from ..cas import sha256_file
-from .. import __version__, qemu_img
-from ..context import BuildContext
-from .assemble import disk_path
+from builder import __version__
+from builder.cache.cas import sha256_file
+from builder.context import BuildContext
+from builder.image import qemu_img
+from builder.stages.assemble import disk_path
 
 DESCRIPTION = "convert to the output format; write manifest and checksum"
 

@@ -8,11 +8,11 @@ import os
 import shutil
 from pathlib import Path
 
-from ..context import BuildContext
-from ..errors import BuilderError
-from ..initramfs import InitramfsError, repack_file
-from ..pyc import recompile_packaged
-from ..render import install_stage_files
+from builder.context import BuildContext
+from builder.errors import BuilderError
+from builder.guest.initramfs import InitramfsError, repack_file
+from builder.guest.pyc import recompile_packaged
+from builder.guest.render import install_stage_files
 
 DESCRIPTION = "write the boot config; scrub caches, logs, keys and identity; clamp file times"
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from ..chroot import Chroot
-from ..context import BuildContext
-from ..errors import BuilderError
-from ..render import install_stage_files
-from .bootstrap import apt_caches
+from builder.context import BuildContext
+from builder.errors import BuilderError
+from builder.guest.chroot import Chroot
+from builder.guest.render import install_stage_files
+from builder.stages.bootstrap import apt_caches
 
 DESCRIPTION = "install packages, kernel, Docker, cloud-init; guest user and config"
 

@@ -8,6 +8,6 @@ source), procs (child processes that never leak), boottest (the glue and the rep
 Nothing here imports oslo.messaging, pycdlib or asyncssh at import time.
 """
 
-from .boottest import BootTestResult, render_result_table, run_boot_test
+from builder.verify.boottest import BootTestResult, render_result_table, run_boot_test
 
 __all__ = ["BootTestResult", "render_result_table", "run_boot_test"]

@@ -18,13 +18,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import procs
-from .configdrive import meta_data, trove_user_data, write_config_drive
-from .controller import GUEST_CONTROLLER_ADDR, ControllerError, FakeController
-from .console import CLOUD_INIT_DONE, KERNEL_STARTED, LOGIN_PROMPT, ConsoleWatcher
-from .qemu import GiB, VMConfig, VMError, boot_vm, image_info
-from .rabbitmq import rabbitmq_broker
-from .rpc import FS_STATS_KEYS, FS_STATS_LATER_KEYS, GuestClient
+from builder.verify import procs
+from builder.verify.configdrive import meta_data, trove_user_data, write_config_drive
+from builder.verify.console import CLOUD_INIT_DONE, KERNEL_STARTED, LOGIN_PROMPT, ConsoleWatcher
+from builder.verify.controller import GUEST_CONTROLLER_ADDR, ControllerError, FakeController
+from builder.verify.qemu import GiB, VMConfig, VMError, boot_vm, image_info
+from builder.verify.rabbitmq import rabbitmq_broker
+from builder.verify.rpc import FS_STATS_KEYS, FS_STATS_LATER_KEYS, GuestClient
 
 DEFAULT_TIMEOUT = 900.0      # TCG boots are slow: the first rpc_ping may come 2-5 min after start
 KERNEL_WATCHDOG = 240.0      # no kernel line by then: the accelerator (or the boot loader) is stuck

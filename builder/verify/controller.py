@@ -24,8 +24,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import BuilderError
-from .qemu import GuestFwd
+from builder.errors import BuilderError
+from builder.verify.qemu import GuestFwd
 
 GUEST_CONTROLLER_ADDR = "10.0.2.100"
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from ..errors import BuilderError
-from . import procs
-from .console import SerialConsole
-from .kvm import kvm_reason, kvm_usable
+from builder.errors import BuilderError
+from builder.verify import procs
+from builder.verify.console import SerialConsole
+from builder.verify.kvm import kvm_reason, kvm_usable
 
 QEMU = os.environ.get("TROVE_BOOT_TEST_QEMU", "qemu-system-x86_64")
 QEMU_IMG = "qemu-img"

@@ -17,7 +17,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..errors import BuilderError
+from builder.errors import BuilderError
 
 CONTROL_EXCHANGE = "trove"
 BASE_VERSION = "1.0"

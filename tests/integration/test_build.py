@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.contract import check_image
-from builder.inspect import Image
+from builder.image.contract import check_image
+from builder.image.reader import Image
 from builder.spec import default_cache_dir
 from tests.conftest import REPO
 

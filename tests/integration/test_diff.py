@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.disk import Layout
+from builder.image.disk import Layout
 from tests.conftest import run_tb
 from tests.integration.test_cli_errors import assert_one_line_error
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.chroot import mounts_below
+from builder.guest.chroot import mounts_below
 from builder.spec import default_cache_dir
 from tests.conftest import REPO, TB
 

@@ -7,9 +7,9 @@ import uuid
 
 import pytest
 
-from builder.inspect import Image
+from builder.cache.stagecache import StageCache
+from builder.image.reader import Image
 from builder.spec import default_cache_dir
-from builder.stagecache import StageCache
 from tests.conftest import record_hash, run_tb
 
 pytestmark = pytest.mark.slow

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from builder.disk import SECTOR, Layout, embed_grub_bios
+from builder.image.disk import SECTOR, Layout, embed_grub_bios
 
 needs_sfdisk = pytest.mark.skipif(shutil.which("sfdisk") is None, reason="sfdisk (fdisk) not installed")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.initramfs import InitramfsError, repack
+from builder.guest.initramfs import InitramfsError, repack
 
 EPOCH = 1_767_225_600  # 2026-01-01
 OLD = 1_600_000_000    # a packaged file's time, before the epoch: kept

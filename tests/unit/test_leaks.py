@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from builder import leaks
+from builder.image import leaks
 
 
 def tree(tmp_path, files: dict[str, bytes]):

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from builder.cas import ContentStore, HashMismatch
+from builder.cache.cas import ContentStore, HashMismatch
 from builder.errors import BuilderError, UsageError
-from builder.fetch import check_complete, fetch
-from builder.lockcollect import _dist_of, installed_during_build, release_hashes
-from builder.lockfile import TARGET_FIELDS, Lock
-from builder.replay import Replay
+from builder.lock.collect import _dist_of, installed_during_build, release_hashes
+from builder.lock.fetch import check_complete, fetch
+from builder.lock.lockfile import TARGET_FIELDS, Lock
+from builder.lock.replay import Replay
 
 
 def sha(data: bytes) -> str:

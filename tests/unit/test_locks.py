@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from builder import workdirs
-from builder.chroot import mounts_below
-from builder.locks import FileLock
-from builder.output_lock import lock_path as output_lock_path
+from builder.cache import workdirs
+from builder.claims.flock import FileLock
+from builder.claims.output import lock_path as output_lock_path
+from builder.guest.chroot import mounts_below
 from tests.conftest import run_tb
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from builder.locks import FileLock
+from builder.claims.flock import FileLock
 lock = FileLock.try_acquire(Path(sys.argv[1]), holder=sys.argv[2])
 print("held" if lock else "busy", flush=True)
 time.sleep(600)
@@ -85,7 +85,7 @@ def test_the_output_lock_holder_sweeps_what_a_killed_build_left(tmp_path):
 
 WATCHED = """
 import sys, time
-from builder.watchdog import watch_owner
+from builder.claims.watchdog import watch_owner
 try:
     with watch_owner(sys.argv[1]):
         print("watching", flush=True)

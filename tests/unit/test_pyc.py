@@ -1,6 +1,6 @@
 """Which .pyc the normalize stage writes again (bionic): packaged ones with their source beside them."""
 
-from builder.pyc import packaged_pycs
+from builder.guest.pyc import packaged_pycs
 
 
 def touch(path, text=""):
@@ -34,7 +34,7 @@ def test_each_pyc_is_paired_with_its_source_interpreter_and_optimisation(tmp_pat
 
 
 def test_the_split_over_compiling_processes_depends_on_the_file_list_alone(monkeypatch):
-    from builder import pyc
+    from builder.guest import pyc
     files = [f"/opt/venv/m{i:03}.py" for i in range(10)]
     shares = pyc.fixed_shares(files)
     assert [f for share in shares for f in share] == files, "every file once, in order"

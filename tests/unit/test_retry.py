@@ -71,6 +71,7 @@ def test_debootstrap_is_retried_on_a_download_failure(tmp_path, monkeypatch):
 def test_debootstrap_on_a_full_disk_is_not_retried(tmp_path, monkeypatch):
     """'Couldn't download' also means a full disk: debootstrap's own log tells, and no retry is made."""
     import subprocess
+
     from tests.conftest import archive_answers
 
     if not archive_answers("debian"):

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
+from builder.cache.stagecache import StageCache, parse_size
 from builder.errors import UsageError
-from builder.stagecache import StageCache, parse_size
 
 
 def make_tree(root):
@@ -114,7 +114,7 @@ def test_a_bad_size_is_a_usage_error():
 
 def test_builds_share_downloads_but_not_apt_locks(tmp_path):
     """Each build gets its own archive dir (apt locks it) linked to the shared downloads."""
-    from builder import aptcache
+    from builder.cache import aptcache
 
     shared = aptcache.shared_dir(tmp_path, "debian", "bookworm")
     shared.mkdir(parents=True)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import stagekeys
+from builder.cache import stagekeys
 from builder.context import BuildContext
 from builder.proc import Log
 from builder.spec import BuildSpec

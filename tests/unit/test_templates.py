@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import render
 from builder.context import BuildContext
+from builder.guest import render
 from builder.proc import Log
 from builder.spec import BuildSpec
 

@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import BuilderError
+from builder.errors import BuilderError
 
 ROOT_INODE = 2
 JOURNAL_INODE = 8

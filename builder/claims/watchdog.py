@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from .locks import FileLock
+from builder.claims.flock import FileLock
 
 # The container's path of the lock its CLI holds (set by runtime/container.py).
 OWNER_LOCK_ENV = "TROVE_BUILDER_OWNER_LOCK"

@@ -12,9 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from .errors import BuilderError
-from .locks import FileLock, holder
-from .stages.export import checksum_path, manifest_path, partial_files
+from builder.claims.flock import FileLock, holder
+from builder.errors import BuilderError
+from builder.stages.export import checksum_path, manifest_path, partial_files
 
 
 def lock_path(output: Path) -> Path:

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .errors import BuilderError
-from .locks import FileLock
+from builder.claims.flock import FileLock
+from builder.errors import BuilderError
 
 LOCK_SUFFIX = ".lock"
 
@@ -49,7 +49,7 @@ def claim(work_dir: Path, owned: bool) -> Claim:
 
 def reap_stale(cache_dir: Path, say: Callable[[str], None]) -> list[str]:
     """Remove work dirs whose build is dead: kill what still runs in them, unmount, delete."""
-    from .pipeline import remove_work_dir  # the one careful rm -rf (never follows into a mount)
+    from builder.pipeline import remove_work_dir  # the one careful rm -rf (never follows into a mount)
 
     removed = []
     for lock_file in sorted((cache_dir / "work").glob(f"build-*{LOCK_SUFFIX}")):

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
-from .proc import Log, run
+from builder.proc import Log, run
 
 # Tells invoke-rc.d not to start services while packages are installed.
 POLICY_RC_D = "#!/bin/sh\n# written by trove-builder for the build only\nexit 101\n"

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .cas import sha256_file
-from .errors import UsageError
-from .proc import Log, run
+from builder.cache.cas import sha256_file
+from builder.errors import UsageError
+from builder.proc import Log, run
 
 META = "meta.json"
 # tar keeps what a root filesystem needs: owners by number, modes, xattrs (file capabilities), ACLs,

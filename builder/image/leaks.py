@@ -11,7 +11,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from .inspect import Image
+from builder.image.reader import Image
 
 CHUNK = 16 * 2**20
 

@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BuilderError, UsageError
+from builder.errors import BuilderError, UsageError
 
 
 @dataclass

@@ -6,9 +6,8 @@ import json
 import subprocess
 from pathlib import Path
 
-from .errors import BuilderError
-from .proc import Log, run
-
+from builder.errors import BuilderError
+from builder.proc import Log, run
 
 COMPRESSIONS = ("zstd", "zlib", "none")
 

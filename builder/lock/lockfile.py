@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import UsageError
+from builder.errors import UsageError
 
 FORMAT = 1
 # Spec fields a lock fixes (they decide which packages are installed).

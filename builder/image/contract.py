@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import leaks
-from .context import ROOT_LABEL, TROVE_DIRS, VENV
-from .inspect import Image
+from builder.context import ROOT_LABEL, TROVE_DIRS, VENV
+from builder.image import leaks
+from builder.image.reader import Image
 
 UNAUTHENTICATED = re.compile(r"AllowUnauthenticated|AllowInsecureRepositories|AllowDowngradeToInsecure"
                              r"|trusted=yes|allow-unauthenticated", re.I)

@@ -13,11 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
-from .cas import ContentStore, HashMismatch
-from .errors import BuilderError
-from .lockfile import Artifact, Lock
-from .mirror import _reason, _timeout
-from .retry import Backoff, with_backoff
+from builder.cache.cas import ContentStore, HashMismatch
+from builder.errors import BuilderError
+from builder.lock.lockfile import Artifact, Lock
+from builder.mirror import _reason, _timeout
+from builder.retry import Backoff, with_backoff
 
 WORKERS = 6
 

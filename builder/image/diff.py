@@ -18,12 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
-from . import qemu_img, rawdiff
-from .disk import BIOS_BOOT_TYPE, ESP_TYPE, LINUX_FS_TYPE
-from .errors import BuilderError, UsageError
-from .ext4tree import Ext4Tree, Node
-from .fattree import FatTree
-from .inspect import Image
+from builder.errors import BuilderError, UsageError
+from builder.image import qemu_img, rawdiff
+from builder.image.disk import BIOS_BOOT_TYPE, ESP_TYPE, LINUX_FS_TYPE
+from builder.image.ext4tree import Ext4Tree, Node
+from builder.image.fattree import FatTree
+from builder.image.reader import Image
 
 PARTITION_KINDS = {BIOS_BOOT_TYPE: "BIOS boot, GRUB core.img", ESP_TYPE: "EFI system partition",
                    LINUX_FS_TYPE: "Linux filesystem"}

@@ -17,9 +17,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .cas import sha256_file
-from . import hooks
-from .render import _env, file_table, render
+from builder.cache.cas import sha256_file
+from builder.guest import hooks
+from builder.guest.render import _env, file_table, render
 
 # Checkpoints in pipeline order: name -> (stages it covers, hook phases those stages run).
 CHECKPOINTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {

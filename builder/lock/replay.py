@@ -16,10 +16,10 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from .aptcache import link_or_copy
-from .cas import ContentStore
-from .errors import BuilderError
-from .lockfile import Lock, normalize_name
+from builder.cache.aptcache import link_or_copy
+from builder.cache.cas import ContentStore
+from builder.errors import BuilderError
+from builder.lock.lockfile import Lock, normalize_name
 
 INNER_DIR = "/var/cache/trove-builder-lock"
 _BY_HASH = re.compile(r"/by-hash/SHA256/([0-9a-f]{64})$")

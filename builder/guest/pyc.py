@@ -19,8 +19,8 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .chroot import Chroot
-from .context import BuildContext
+from builder.context import BuildContext
+from builder.guest.chroot import Chroot
 
 COMPILE_PROCESSES = 4  # fixed: part of what decides the bytes
 

@@ -13,8 +13,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .errors import BuilderError
-from .ext4tree import Node
+from builder.errors import BuilderError
+from builder.image.ext4tree import Node
 
 # FAT times carry no time zone: read them as UTC so the same bytes give the same numbers anywhere.
 MTOOLS_ENV = {"MTOOLS_SKIP_CHECK": "1", "TZ": "UTC"}

@@ -6,9 +6,9 @@ import os
 import shutil
 from pathlib import Path
 
-from .context import BuildContext
-from .errors import BuilderError, UsageError
-from .proc import run
+from builder.context import BuildContext
+from builder.errors import BuilderError, UsageError
+from builder.proc import run
 
 # phase -> where it runs. "chroot": inside the guest; "host": in the builder,
 # with TARGET_ROOT pointing at the guest's root filesystem.
