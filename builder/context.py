@@ -36,6 +36,11 @@ class BuildContext:
         return self.work_dir / "rootfs"
 
     @property
+    def disk_path(self) -> Path:
+        """The raw disk the assemble stage writes and the export stage converts."""
+        return self.work_dir / "disk.raw"
+
+    @property
     def cache_dir(self) -> Path:
         return self.spec.cache_dir
 

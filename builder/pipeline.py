@@ -3,52 +3,22 @@
 from __future__ import annotations
 
 import os
-import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Callable
 
 from builder import diskspace
 from builder.cache import aptcache, stagekeys, workdirs
 from builder.cache.stagecache import StageCache, parse_size
 from builder.context import BuildContext
 from builder.errors import BuilderError
-from builder.guest import dpkg, hooks
-from builder.guest.chroot import mounts_below, unmount_all
+from builder.guest import hooks
 from builder.interrupt import terminate_as_interrupt as _terminate_as_interrupt
 from builder.proc import Log
 from builder.progress import Emitter
+from builder.publish import publish_copy
 from builder.spec import BuildSpec
-from builder.stages import agent, assemble, bootstrap, export, normalize, system
-
-
-def _pre_install_hooks(ctx: BuildContext) -> None:
-    hooks.run_phase(ctx, "extra-data.d")
-    hooks.run_phase(ctx, "pre-install.d")
-
-
-def _post_install_hooks(ctx: BuildContext) -> None:
-    for phase in ("install.d", "post-install.d", "finalise.d"):
-        hooks.run_phase(ctx, phase)
-    ctx.results["packages"] = dpkg.installed(ctx.rootfs)
-    if ctx.replay is not None:  # hooks included: nothing installed that the lock does not name
-        from builder.lock.collect import installed_during_build
-
-        ctx.replay.check_packages(installed_during_build(ctx.rootfs))
-
-
-# (name, what it does, function). Hooks sit where diskimage-builder's phases do.
-STAGES: list[tuple[str, str, Callable[[BuildContext], None]]] = [
-    ("bootstrap", bootstrap.DESCRIPTION, bootstrap.run_stage),
-    ("pre-hooks", "run extra-data.d and pre-install.d hooks", _pre_install_hooks),
-    ("system", system.DESCRIPTION, system.run_stage),
-    ("agent", agent.DESCRIPTION, agent.run_stage),
-    ("hooks", "run install.d, post-install.d and finalise.d hooks", _post_install_hooks),
-    ("normalize", normalize.DESCRIPTION, normalize.run_stage),
-    ("assemble", assemble.DESCRIPTION, assemble.run_stage),
-    ("export", export.DESCRIPTION, export.run_stage),
-]
+from builder.stages import STAGES, lock_stages
 
 
 def display_path(path: Path, cache_dir: Path) -> str:
@@ -59,35 +29,10 @@ def display_path(path: Path, cache_dir: Path) -> str:
     return str(path)
 
 
-def remove_work_dir(path: Path) -> None:
-    """rm -rf that never follows into a mount (a bind-mounted /dev must never be emptied).
-
-    The work dir itself may be a mount point (--work-dir in the container): its contents go,
-    the directory stays."""
-    if not path.exists():
-        return
-    own = os.path.realpath(path)
-    for point in mounts_below(path):
-        if point != own:
-            unmount_all(Path(point))
-    left = [m for m in mounts_below(path) if m != own]
-    if left:
-        raise BuilderError(f"cannot remove {path}: still mounted: {', '.join(left)}")
-    for child in path.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
-    try:
-        path.rmdir()
-    except OSError:
-        pass  # a mount point: emptied is all we can do
-
-
 class Checkpoints:
     """Which stages the stage cache lets this build skip, and where to store new checkpoints."""
 
-    def __init__(self, ctx: BuildContext, enabled: bool, last_stage: str = STAGES[-1][0]):
+    def __init__(self, ctx: BuildContext, enabled: bool, last_stage: str = STAGES[-1].name):
         self.ctx = ctx
         self.last_stage = last_stage
         self.cache = StageCache(ctx.cache_dir, ctx.log)
@@ -107,7 +52,7 @@ class Checkpoints:
         if not self.enabled:
             return []
         self.cache.sweep()
-        names = [s for s, _, _ in STAGES]
+        names = [s.name for s in STAGES]
         usable = [c for c, (stages, _) in stagekeys.CHECKPOINTS.items()
                   if names.index(stages[-1]) <= names.index(self.last_stage)]
         for checkpoint in reversed(usable):
@@ -123,7 +68,7 @@ class Checkpoints:
         started = time.monotonic()
         self.ctx.results.update(entry.results)
         if checkpoint == "image":
-            export.publish_copy(self.ctx, lambda tmp: self.cache.restore_file(entry, tmp))
+            publish_copy(self.ctx, lambda tmp: self.cache.restore_file(entry, tmp))
         else:
             self.cache.restore_rootfs(entry, self.ctx.rootfs)
         elapsed = time.monotonic() - started
@@ -212,7 +157,7 @@ def run_pipeline(spec: BuildSpec, emit: Emitter | None = None) -> dict:
     failed = True
     checkpoints = None
     # `trove-builder lock` needs the guest as the hooks left it: no image is made.
-    stages = STAGES[: [s for s, _, _ in STAGES].index("hooks") + 1] if spec.lock_out else STAGES
+    stages = lock_stages() if spec.lock_out else STAGES
     total = len(stages)
     aptcache.sweep(spec.cache_dir)
     replay = None
@@ -220,22 +165,23 @@ def run_pipeline(spec: BuildSpec, emit: Emitter | None = None) -> dict:
         with _terminate_as_interrupt():
             if spec.lock_file is not None:
                 replay = _start_replay(ctx, emit)
-            checkpoints = Checkpoints(ctx, spec.stage_cache, stages[-1][0])
+            checkpoints = Checkpoints(ctx, spec.stage_cache, stages[-1].name)
             skipped = checkpoints.find()
             if checkpoints.hit:
                 name, entry = checkpoints.hit
                 emit("cache-hit", checkpoint=name, entry=entry.path.name, skipped=len(skipped), total=total)
                 checkpoints.restore()
-            for index, (name, description, func) in enumerate(stages, 1):
+            for index, stage in enumerate(stages, 1):
+                name = stage.name
                 if name in skipped:
                     emit("stage-cached", index=index, total=total, name=name)
                     timings.append((name, 0.0))
                     continue
-                emit("stage-start", index=index, total=total, name=name, description=description)
+                emit("stage-start", index=index, total=total, name=name, description=stage.description)
                 started = time.monotonic()
                 try:
                     with diskspace.out_of_space_as_error(diskspace.places(spec, work_dir)):
-                        func(ctx)
+                        stage.run(ctx)
                 except BuilderError as exc:
                     emit("stage-failed", name=name)
                     raise BuilderError(f"stage {name} failed: {exc}") from None
@@ -259,7 +205,7 @@ def run_pipeline(spec: BuildSpec, emit: Emitter | None = None) -> dict:
         if spec.keep_work_dir or (failed and spec.verbose):
             emit.message(f"work dir kept: {work_dir}")
         else:
-            remove_work_dir(work_dir)
+            workdirs.remove_work_dir(work_dir)
         claim.release()
     summary = {
         "timings": dict(timings),

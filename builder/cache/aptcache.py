@@ -13,6 +13,10 @@ import fcntl
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from builder.context import BuildContext
 
 # private dir -> its open, locked .owner file: held for the build's life, so sweep() can tell
 # a live build's dir from one a killed build left.
@@ -100,3 +104,14 @@ def sweep(cache_dir: Path) -> int:
         shutil.rmtree(private, ignore_errors=True)  # its release is unknown: the downloads go too
         removed += 1
     return removed
+
+
+def apt_archives(ctx: BuildContext) -> Path:
+    """This build's apt archive dir, seeded with every .deb downloaded before."""
+    return seed(shared_dir(ctx.cache_dir, ctx.spec.os, ctx.spec.release),
+                         private_dir(ctx.cache_dir, ctx.work_dir))
+
+
+def apt_caches(ctx: BuildContext) -> dict[str, object]:
+    """Download caches bind-mounted into the chroot."""
+    return {"/var/cache/apt/archives": apt_archives(ctx)}

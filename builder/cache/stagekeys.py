@@ -20,14 +20,10 @@ from typing import Any
 from builder.cache.cas import sha256_file
 from builder.guest import hooks
 from builder.guest.render import _env, file_table, render
+from builder.stages import checkpoints
 
 # Checkpoints in pipeline order: name -> (stages it covers, hook phases those stages run).
-CHECKPOINTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "bootstrap": (("bootstrap",), ()),
-    "system": (("pre-hooks", "system"), ("extra-data.d", "pre-install.d")),
-    "agent": (("agent",), ()),
-    "image": (("hooks", "normalize", "assemble", "export"), ("install.d", "post-install.d", "finalise.d")),
-}
+CHECKPOINTS = checkpoints()
 TOOL_PACKAGES = ["debootstrap", "e2fsprogs", "fdisk", "dosfstools", "mtools", "grub-common",
                  "grub-pc-bin", "grub-efi-amd64-bin", "qemu-utils", "tar", "zstd"]
 

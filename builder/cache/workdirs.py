@@ -9,6 +9,7 @@ are never touched.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Callable
 
 from builder.claims.flock import FileLock
 from builder.errors import BuilderError
+from builder.guest.chroot import mounts_below, unmount_all
 
 LOCK_SUFFIX = ".lock"
 
@@ -49,8 +51,6 @@ def claim(work_dir: Path, owned: bool) -> Claim:
 
 def reap_stale(cache_dir: Path, say: Callable[[str], None]) -> list[str]:
     """Remove work dirs whose build is dead: kill what still runs in them, unmount, delete."""
-    from builder.pipeline import remove_work_dir  # the one careful rm -rf (never follows into a mount)
-
     removed = []
     for lock_file in sorted((cache_dir / "work").glob(f"build-*{LOCK_SUFFIX}")):
         lock = FileLock.try_acquire(lock_file, create=False)
@@ -102,3 +102,28 @@ def _alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def remove_work_dir(path: Path) -> None:
+    """rm -rf that never follows into a mount (a bind-mounted /dev must never be emptied).
+
+    The work dir itself may be a mount point (--work-dir in the container): its contents go,
+    the directory stays."""
+    if not path.exists():
+        return
+    own = os.path.realpath(path)
+    for point in mounts_below(path):
+        if point != own:
+            unmount_all(Path(point))
+    left = [m for m in mounts_below(path) if m != own]
+    if left:
+        raise BuilderError(f"cannot remove {path}: still mounted: {', '.join(left)}")
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    try:
+        path.rmdir()
+    except OSError:
+        pass  # a mount point: emptied is all we can do

@@ -14,7 +14,7 @@ from typing import Iterator
 
 from builder.claims.flock import FileLock, holder
 from builder.errors import BuilderError
-from builder.stages.export import checksum_path, manifest_path, partial_files
+from builder.publish import checksum_path, manifest_path, partial_files
 
 
 def lock_path(output: Path) -> Path:

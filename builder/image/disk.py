@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+
+# The GRUB platform directories (i386-pc, x86_64-efi) the GRUB images are made from.
+GRUB_DIR = Path(os.environ.get("TROVE_BUILDER_GRUB_DIR", "/usr/lib/grub"))
 
 SECTOR = 512
 MIB = 1024 * 1024

@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from builder.cache import aptcache
+from builder.cache.aptcache import apt_caches
 from builder.cache.cas import ContentStore, HashMismatch, sha256_file
 from builder.context import BuildContext
 from builder.errors import BuilderError
 from builder.guest import dpkg
+from builder.guest.pip import downloaded, lend_host_ca, run_pip
 from builder.lock.lockfile import FORMAT, TARGET_FIELDS, Lock, normalize_name
 from builder.spec import host_ca_bundle_path
-from builder.stages.agent import downloaded, lend_host_ca, run_pip
-from builder.stages.bootstrap import apt_caches
 
 PY_DOWNLOADS = "/var/cache/trove-builder-lock-py"
 INDEX_COMPRESSIONS = (".xz", ".gz", "")

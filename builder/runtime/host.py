@@ -6,6 +6,7 @@ import os
 import shutil
 
 from builder.errors import BuilderError
+from builder.image.disk import GRUB_DIR
 from builder.pipeline import run_pipeline
 from builder.progress import Emitter, Reporter
 from builder.spec import BuildSpec
@@ -26,8 +27,6 @@ GRUB_PLATFORMS = {"i386-pc": "grub-pc-bin", "x86_64-efi": "grub-efi-amd64-bin"}
 
 
 def missing_tools() -> list[str]:
-    from builder.stages.assemble import GRUB_DIR
-
     missing = [f"{tool} ({pkg})" for tool, pkg in REQUIRED_TOOLS.items() if shutil.which(tool) is None]
     missing += [f"{GRUB_DIR / p} ({pkg})" for p, pkg in GRUB_PLATFORMS.items() if not (GRUB_DIR / p).is_dir()]
     return missing

@@ -3,82 +3,25 @@
 from __future__ import annotations
 
 import os
-import shutil
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
-from builder.context import GUEST_CA_PATH, TROVE_DIRS, VENV, BuildContext
-from builder.guest import dpkg
+from builder.cache.aptcache import apt_caches
+from builder.context import TROVE_DIRS, VENV, BuildContext
 from builder.guest.chroot import Chroot
+from builder.guest.pip import (
+    PIP_CACHE,
+    agent_requirement,
+    downloaded,
+    freeze,
+    installed_packages,
+    lend_host_ca,
+    run_pip,
+)
 from builder.guest.pyc import compile_tree
 from builder.guest.render import guest_ids, install_stage_files, write_into
-from builder.spec import host_ca_bundle_path
-from builder.stages.bootstrap import apt_caches
-from builder.stages.normalize import clamp_times
+from builder.guest.times import clamp_times
 
 DESCRIPTION = "install the Trove guest agent and its units"
-
-PIP_CACHE = "/var/cache/trove-builder-pip"
-
-
-def agent_requirement(ctx: BuildContext) -> str:
-    """What pip installs: an explicit source (requirement or path) or trove==<version>."""
-    return ctx.spec.agent_source or f"trove=={ctx.spec.resolved_agent_version}"
-
-
-@contextmanager
-def lend_host_ca(ctx: BuildContext) -> Iterator[None]:
-    """The build host's CA bundle inside the guest while pip runs (HTTPS may be intercepted); never kept."""
-    ca = host_ca_bundle_path(ctx.spec.ca_bundle)
-    inside = ctx.rootfs / GUEST_CA_PATH.lstrip("/")
-    if ca:
-        shutil.copyfile(ca, inside)
-    try:
-        yield
-    finally:
-        inside.unlink(missing_ok=True)
-
-
-def run_pip(ctx: BuildContext, chroot: Chroot, *args: str, check: bool = True, capture: bool = False):
-    """The venv's pip with the build's index, shared cache and (when lent) the host's CA."""
-    # Explicit index: old guests' bundled pip (bionic: 9.0.1) still defaults to pypi.python.org.
-    # CFLAGS: a requirement built from source carries no debug info, which would name pip's
-    # random build directory (and the guest has no use for it). SOURCE_DATE_EPOCH and the hash
-    # seed come with the chroot (ctx.reproducible_env).
-    env = {"PIP_INDEX_URL": ctx.spec.pip_index_url, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1",
-           "CFLAGS": "-g0"}
-    if (ctx.rootfs / GUEST_CA_PATH.lstrip("/")).exists():
-        env["PIP_CERT"] = GUEST_CA_PATH
-    return chroot.run([f"{VENV}/bin/pip", "--cache-dir", PIP_CACHE, *args], env=env, check=check, capture=capture)
-
-
-def _freeze(ctx: BuildContext) -> list[str]:
-    """name==version of every distribution in the venv, read from its metadata (no guest python run)."""
-    found = []
-    for meta in sorted((ctx.rootfs / VENV.lstrip("/")).glob("lib/python3*/site-packages/*.dist-info/METADATA")):
-        name = version = None
-        for line in meta.read_text(errors="replace").splitlines():
-            if line.startswith("Name: "):
-                name = line[6:].strip()
-            elif line.startswith("Version: "):
-                version = line[9:].strip()
-            if name and version:
-                break
-        if name and version:
-            found.append(f"{name}=={version}")
-    return sorted(found, key=str.lower)
-
-
-def downloaded(ctx: BuildContext, freeze: list[str]) -> list[str]:
-    """The venv's distributions that came from the index (not bundled by python3-venv unchanged)."""
-    bundled = set(ctx.results.get("venv_bundled", []))
-    return [line for line in freeze if line not in bundled]
-
-
-def installed_packages(ctx: BuildContext) -> set[str]:
-    return {p["name"] for p in dpkg.installed(ctx.rootfs)}
-
 
 def _install_agent(ctx: BuildContext, chroot: Chroot, wheels_only: bool) -> bool:
     """pip install the agent; with wheels_only, False (nothing installed) when something needs building."""
@@ -100,7 +43,7 @@ def _install_venv(ctx: BuildContext, chroot: Chroot) -> None:
     with lend_host_ca(ctx):
         chroot.run(["/usr/bin/python3", "-m", "venv", VENV])
         # What python3-venv itself put there (a locked .deb, not a download; bionic's pkg-resources 0.0.0).
-        ctx.results["venv_bundled"] = _freeze(ctx)
+        ctx.results["venv_bundled"] = freeze(ctx)
         if ctx.replay is not None:
             if ctx.replay.locks_pip:
                 run_pip(ctx, chroot, *ctx.replay.pip_install_args("pip"))
@@ -122,12 +65,12 @@ def _install_venv(ctx: BuildContext, chroot: Chroot) -> None:
         options = []
         clamp_times(ctx.rootfs / VENV.lstrip("/"), ctx.spec.source_date_epoch)
     compile_tree(ctx, chroot, f"{VENV}/bin/python", VENV, options)
-    freeze = _freeze(ctx)
+    frozen = freeze(ctx)
     if ctx.replay is not None:
-        ctx.replay.check_python(downloaded(ctx, freeze))
-    ctx.results["pip_freeze"] = freeze
+        ctx.replay.check_python(downloaded(ctx, frozen))
+    ctx.results["pip_freeze"] = frozen
     # The constraints dev-mode starts reinstall under: exactly what was resolved here.
-    write_into(ctx.rootfs, "/opt/upper-constraints.txt", "\n".join(freeze) + "\n")
+    write_into(ctx.rootfs, "/opt/upper-constraints.txt", "\n".join(frozen) + "\n")
     ctx.results["docker_plugin"] = (ctx.rootfs / VENV.lstrip("/") / "bin/trove-docker-plugin").exists()
 
 

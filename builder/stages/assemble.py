@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from builder.context import ROOT_LABEL, BuildContext
 from builder.errors import BuilderError
-from builder.image.disk import Layout, embed_grub_bios
+from builder.image.disk import GRUB_DIR, Layout, embed_grub_bios
 from builder.proc import run
 
 DESCRIPTION = "build the GPT disk: ext4 root, ESP, GRUB for BIOS and UEFI"
 
-GRUB_DIR = Path(os.environ.get("TROVE_BUILDER_GRUB_DIR", "/usr/lib/grub"))
 # Everything grub.cfg uses is built into the GRUB images: the root filesystem
 # carries no GRUB modules, so the guest's own GRUB packages are not needed.
 GRUB_MODULES = ["part_gpt", "part_msdos", "ext2", "normal", "search", "search_fs_uuid",
@@ -22,10 +20,6 @@ GRUB_TARGETS = {
     "i386-pc": GRUB_MODULES + ["biosdisk"],
     "x86_64-efi": GRUB_MODULES + ["fat", "efi_gop"],
 }
-
-
-def disk_path(ctx: BuildContext) -> Path:
-    return ctx.work_dir / "disk.raw"
 
 
 def _grub_images(ctx: BuildContext, root_uuid: str) -> dict[str, Path]:
@@ -46,7 +40,7 @@ def _grub_images(ctx: BuildContext, root_uuid: str) -> dict[str, Path]:
 def run_stage(ctx: BuildContext) -> None:
     spec = ctx.spec
     layout = Layout.for_size(spec.size_gb)
-    disk = disk_path(ctx)
+    disk = ctx.disk_path
     disk.unlink(missing_ok=True)
     env = {"SOURCE_DATE_EPOCH": str(spec.source_date_epoch), "E2FSPROGS_FAKE_TIME": str(spec.source_date_epoch),
            "MTOOLS_SKIP_CHECK": "1", "TZ": "UTC"}

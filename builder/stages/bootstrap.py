@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import shutil
-from pathlib import Path
 
 from builder.cache import aptcache
 from builder.context import BuildContext
@@ -23,25 +22,14 @@ NETWORK_FAILURE = re.compile(
     r"|Hash Sum mismatch|Size mismatch", re.I)
 
 
-def apt_archives(ctx: BuildContext) -> Path:
-    """This build's apt archive dir, seeded with every .deb downloaded before (builder/aptcache.py)."""
-    return aptcache.seed(aptcache.shared_dir(ctx.cache_dir, ctx.spec.os, ctx.spec.release),
-                         aptcache.private_dir(ctx.cache_dir, ctx.work_dir))
-
-
-def apt_caches(ctx: BuildContext) -> dict[str, object]:
-    """Download caches bind-mounted into the chroot."""
-    return {"/var/cache/apt/archives": apt_archives(ctx)}
-
-
 def run_stage(ctx: BuildContext) -> None:
     spec, prof = ctx.spec, ctx.profile
     mirror = spec.mirror or prof.mirror
-    debs = apt_archives(ctx)
+    debs = aptcache.apt_archives(ctx)
     debootstrap(ctx, mirror, debs)
     install_stage_files(ctx.rootfs, "bootstrap", ctx.template_context())
     chroot = ctx.chroot()
-    with chroot.session(apt_caches(ctx)):
+    with chroot.session(aptcache.apt_caches(ctx)):
         chroot.run(["apt-get", "update"])
         chroot.run(["apt-get", "-y", "-o", "Dpkg::Options::=--force-confold", "dist-upgrade"])
 

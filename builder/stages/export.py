@@ -2,117 +2,16 @@
 
 from __future__ import annotations
 
-import glob
-import json
-import os
-from pathlib import Path
-
-from builder import __version__
-from builder.cache.cas import sha256_file
 from builder.context import BuildContext
 from builder.image import qemu_img
-from builder.stages.assemble import disk_path
+from builder.publish import publish, temp_name
 
 DESCRIPTION = "convert to the output format; write manifest and checksum"
-
-# Upstream warts this builder does not repeat (TROVE-GUEST-CONTRACT.md §6), recorded in every manifest.
-DEVIATIONS = [
-    "no unauthenticated apt configuration; Docker's repository (if used) has a signed-by keyring",
-    "guest user password locked; keypair access only",
-    "guest-agent.service ordered after cloud-config.service and docker.service, "
-    "ConditionPathExists=/etc/trove/conf.d/guest_info.conf, RestartSec=5",
-    "no private key in production images; dev images carry only an operator-supplied key",
-    "trove-image-loader and fix-default-route only in dev images; image pulls are best effort",
-    "agent version pinned per release profile, constraints = the resolved venv (/opt/upper-constraints.txt)",
-    "default release noble",
-    "chrony as the one time daemon; no ntp.conf rewrite",
-    "ip_forward via /etc/sysctl.d/60-trove-ip-forward.conf",
-    "curl installed explicitly",
-    "non-packaged units under /etc/systemd/system",
-    "guest-log-collection templated with the guest user",
-    "no ssh host keys, no machine-id, no apt lists baked in",
-    "no build-host firewall rules (iptables-persistent autosave off, rules files removed)",
-    "network rendered by cloud-init from the data source (DHCP fallback), no eth0/eth1 stanzas",
-    "build-only packages (compilers, -dev libraries) purged from production images; no docs",
-    "GPT disk with BIOS and UEFI GRUB built from files; linux-image-virtual/cloud kernel",
-]
-
-
-def temp_name(final: Path) -> Path:
-    """Where a file is written before it is renamed to `final` (same directory, so rename is atomic)."""
-    return final.with_name(f".{final.name}.partial-{os.getpid()}")
-
-
-def partial_files(final: Path) -> list[Path]:
-    """Every build's temporary names of `final`: what a killed build may have left behind."""
-    return sorted(final.parent.glob(f".{glob.escape(final.name)}.partial-*"))
-
-
-def manifest_path(image: Path) -> Path:
-    return image.with_name(image.name + ".manifest.json")
-
-
-def checksum_path(image: Path) -> Path:
-    return image.with_name(image.name + ".sha256")
-
 
 def run_stage(ctx: BuildContext) -> None:
     tmp = temp_name(ctx.spec.output)
     try:
-        qemu_img.convert(disk_path(ctx), tmp, ctx.spec.fmt, ctx.log, compression=ctx.spec.resolved_compression)
+        qemu_img.convert(ctx.disk_path, tmp, ctx.spec.fmt, ctx.log, compression=ctx.spec.resolved_compression)
         publish(ctx, tmp)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def publish_copy(ctx: BuildContext, copy_to) -> None:
-    """Publish an image another step provides (the stage cache): `copy_to(path)` writes it there."""
-    tmp = temp_name(ctx.spec.output)
-    try:
-        copy_to(tmp)
-        publish(ctx, tmp)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def publish(ctx: BuildContext, tmp: Path) -> None:
-    """Check the image at its temporary name, write manifest and checksum beside it, rename all three."""
-    spec = ctx.spec
-    final = spec.output
-    try:
-        if spec.fmt == "qcow2":
-            qemu_img.check(tmp)
-        digest = sha256_file(tmp)
-        manifest = {
-            "builder": {"name": "trove-builder", "version": __version__},
-            "inputs": spec.image_identity,
-            "image": {"file": final.name, "format": spec.fmt, "sha256": digest,
-                      "virtual_size": qemu_img.info(tmp)["virtual-size"], "bytes": tmp.stat().st_size},
-            "agent": {"version": spec.resolved_agent_version, "venv": "/opt/guest-agent-venv",
-                      "pip_freeze": ctx.results.get("pip_freeze", []),
-                      "docker_plugin": ctx.results.get("docker_plugin", False),
-                      # True when some requirement had no wheel and the build packages were installed
-                      # (and, in production, purged again); dev mode always has them.
-                      "built_from_source": ctx.results.get("build_tools", False),
-                      "dev_ssh_key": ctx.results.get("dev_ssh_key", False) if spec.dev_mode else None},
-            "disk": ctx.results.get("layout"),
-            "hooks": ctx.results.get("hooks", []),
-            "packages": ctx.results.get("packages", []),
-            "deviations": DEVIATIONS,
-        }
-        man_tmp, sum_tmp = temp_name(manifest_path(final)), temp_name(checksum_path(final))
-        man_tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        sum_tmp.write_text(f"{digest}  {final.name}\n")
-        owner = os.environ.get("TROVE_BUILDER_OWNER")
-        if owner:  # the container runs as root; hand the files to whoever asked for them
-            uid, gid = (int(x) for x in owner.split(":"))
-            for path in (tmp, man_tmp, sum_tmp):
-                os.chown(path, uid, gid)
-        os.replace(tmp, final)
-        os.replace(man_tmp, manifest_path(final))
-        os.replace(sum_tmp, checksum_path(final))
-        ctx.results["sha256"] = digest
-        ctx.results["bytes"] = final.stat().st_size
-    finally:
-        for leftover in (tmp, temp_name(manifest_path(final)), temp_name(checksum_path(final))):
-            leftover.unlink(missing_ok=True)

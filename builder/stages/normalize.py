@@ -13,6 +13,7 @@ from builder.errors import BuilderError
 from builder.guest.initramfs import InitramfsError, repack_file
 from builder.guest.pyc import recompile_packaged
 from builder.guest.render import install_stage_files
+from builder.guest.times import clamp_times
 
 DESCRIPTION = "write the boot config; scrub caches, logs, keys and identity; clamp file times"
 
@@ -90,16 +91,6 @@ def _clamp_shadow(root: Path, epoch: int) -> None:
         stat = path.stat()
         path.write_text("\n".join(lines) + "\n")
         os.chmod(path, stat.st_mode)
-
-
-def clamp_times(root: Path, epoch: int) -> None:
-    """No file in the image is newer than SOURCE_DATE_EPOCH (and none keeps a build-time stamp)."""
-    for dirpath, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = os.path.join(dirpath, name)
-            if os.lstat(path).st_mtime > epoch:
-                os.utime(path, (epoch, epoch), follow_symlinks=False)
-    os.utime(root, (epoch, epoch))
 
 
 def _repack_initramfs(ctx: BuildContext) -> None:

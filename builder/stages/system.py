@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from builder.cache.aptcache import apt_caches
 from builder.context import BuildContext
 from builder.errors import BuilderError
 from builder.guest.chroot import Chroot
 from builder.guest.render import install_stage_files
-from builder.stages.bootstrap import apt_caches
 
 DESCRIPTION = "install packages, kernel, Docker, cloud-init; guest user and config"
 

@@ -10,7 +10,6 @@ network, and the images list ConfigDrive first.
 from __future__ import annotations
 
 import base64
-import configparser
 import io
 import json
 from pathlib import Path
@@ -126,19 +125,6 @@ def meta_data(guest_id: str, *, name: str | None = None, hostname: str | None = 
     return data
 
 
-def decode_user_data(text: str) -> dict[str, str]:
-    """Path -> decoded content of a user data document's write_files (used by tests and reports)."""
-    doc = yaml.safe_load(text)
-    return {e["path"]: base64.b64decode(e["content"]).decode() for e in doc.get("write_files", [])}
-
-
-def parse_ini(text: str) -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.optionxform = str  # keep key case
-    parser.read_string(text)
-    return parser
-
-
 def _iso_name(name: str, is_dir: bool) -> str:
     """An ISO 9660 (level 4) name for `name`; Rock Ridge and Joliet keep the real one."""
     upper = "".join(c if c.isalnum() or c in "._" else "_" for c in name.upper())
@@ -177,23 +163,3 @@ def write_config_drive(path: Path, *, meta: Mapping[str, object], user_data: str
     finally:
         iso.close()
     return path
-
-
-def read_config_drive(path: Path) -> tuple[str, dict[str, bytes]]:
-    """(volume label, Rock Ridge path -> content) of a config drive; for tests and debugging."""
-    import pycdlib
-
-    iso = pycdlib.PyCdlib()
-    iso.open(str(path))
-    try:
-        label = iso.pvd.volume_identifier.decode().strip()
-        found: dict[str, bytes] = {}
-        for dirpath, _dirs, names in iso.walk(rr_path="/"):
-            for name in names:
-                rr = f"{dirpath.rstrip('/')}/{name}"
-                buf = io.BytesIO()
-                iso.get_file_from_iso_fp(buf, rr_path=rr)
-                found[rr] = buf.getvalue()
-        return label, found
-    finally:
-        iso.close()

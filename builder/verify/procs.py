@@ -74,15 +74,6 @@ def _group_alive(pgid: int) -> bool:
         return True
 
 
-def pid_alive(pid: int) -> bool:
-    """True while `pid` runs (a zombie awaiting its parent's wait() counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ", 1)[1][0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
-
-
 def marked_pids(marker: str) -> list[int]:
     """Processes whose environment carries `marker` (only ours can be read unless we are root)."""
     needle = f"{MARKER_VAR}={marker}".encode()

@@ -14,8 +14,8 @@ import subprocess
 import pytest
 
 from builder.verify import procs
-from builder.verify.procs import pid_alive
 from builder.verify.qemu import VMConfig, VMError, boot_vm
+from tests.helpers import pid_alive
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None,
                                 reason="qemu-system-x86 is not installed (scripts/setup-host.sh installs it)")

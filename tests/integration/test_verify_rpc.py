@@ -14,9 +14,9 @@ import warnings
 import pytest
 
 from builder.verify import procs
-from builder.verify.procs import pid_alive
 from builder.verify.rabbitmq import Broker, amqp_login, rabbitmq_broker
 from builder.verify.rpc import GuestClient, guest_topic, messaging_conf
+from tests.helpers import pid_alive
 
 om = pytest.importorskip("oslo_messaging")
 

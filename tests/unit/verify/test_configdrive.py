@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from builder.verify import configdrive as cd
+from tests.helpers import decode_user_data, parse_ini, read_config_drive
 
 GUEST_ID = "0f0e0d0c-1111-2222-3333-444455556666"
 URL = "rabbit://trove:s3cret@10.0.2.2:45678/"
@@ -35,8 +36,8 @@ def test_user_data_is_one_cloud_config_document_with_b64_write_files():
 
 
 def test_guest_info_conf_content():
-    files = cd.decode_user_data(_user_data())
-    ini = cd.parse_ini(files[cd.GUEST_INFO_PATH])
+    files = decode_user_data(_user_data())
+    ini = parse_ini(files[cd.GUEST_INFO_PATH])
     assert dict(ini["DEFAULT"]) == {
         "guest_id": GUEST_ID, "datastore_manager": "mysql", "datastore_version": "8.4",
         "tenant_id": "t1", "network_isolation": "False"}
@@ -44,8 +45,8 @@ def test_guest_info_conf_content():
 
 
 def test_guestagent_conf_content():
-    files = cd.decode_user_data(_user_data())
-    ini = cd.parse_ini(files[cd.AGENT_CONF_PATH])
+    files = decode_user_data(_user_data())
+    ini = parse_ini(files[cd.AGENT_CONF_PATH])
     assert dict(ini["DEFAULT"]) == {
         "transport_url": URL, "control_exchange": "trove", "log_dir": "/var/log/trove/",
         "log_file": "trove-guestagent.log", "debug": "True"}
@@ -57,8 +58,8 @@ def test_guest_user_sets_the_owner():
 
 
 def test_controller_conf_only_in_dev_mode():
-    assert cd.CONTROLLER_CONF_PATH not in cd.decode_user_data(_user_data())
-    files = cd.decode_user_data(_user_data(controller="10.0.2.100"))
+    assert cd.CONTROLLER_CONF_PATH not in decode_user_data(_user_data())
+    files = decode_user_data(_user_data(controller="10.0.2.100"))
     assert files[cd.CONTROLLER_CONF_PATH] == "CONTROLLER=10.0.2.100\n"
 
 
@@ -71,8 +72,8 @@ def test_extra_cloud_config_merges_like_trove_templates():
 
 
 def test_agent_extra_sections():
-    files = cd.decode_user_data(_user_data(agent_extra_sections={"mysql": {"docker_image": "mysql"}}))
-    assert cd.parse_ini(files[cd.AGENT_CONF_PATH])["mysql"]["docker_image"] == "mysql"
+    files = decode_user_data(_user_data(agent_extra_sections={"mysql": {"docker_image": "mysql"}}))
+    assert parse_ini(files[cd.AGENT_CONF_PATH])["mysql"]["docker_image"] == "mysql"
 
 
 def test_meta_data_fields():
@@ -88,7 +89,7 @@ def test_iso_label_and_paths(tmp_path):
     meta = cd.meta_data(GUEST_ID)
     net = {"links": [], "networks": [], "services": []}
     iso = cd.write_config_drive(tmp_path / "cd.iso", meta=meta, user_data=ud, network_data=net)
-    label, files = cd.read_config_drive(iso)
+    label, files = read_config_drive(iso)
     assert label == "config-2"
     assert set(files) == {"/openstack/latest/meta_data.json", "/openstack/latest/user_data",
                           "/openstack/latest/network_data.json"}
@@ -112,6 +113,6 @@ def test_iso_has_rock_ridge_and_joliet(tmp_path):
 
 
 def test_network_data_is_optional(tmp_path):
-    _, files = cd.read_config_drive(cd.write_config_drive(tmp_path / "cd.iso", meta=cd.meta_data(GUEST_ID),
+    _, files = read_config_drive(cd.write_config_drive(tmp_path / "cd.iso", meta=cd.meta_data(GUEST_ID),
                                                           user_data=_user_data()))
     assert "/openstack/latest/network_data.json" not in files
