@@ -34,7 +34,7 @@ def default_work_dir(spec: BuildSpec) -> Path:
 
 def places(spec: BuildSpec, work_dir: Path | None = None) -> list[Place]:
     """The build's places with the profile's estimate for each (release profiles may override it)."""
-    mib = spec.profile.data["space_mib"]
+    mib = spec.profile.space_mib
     shown_cache = os.environ.get("TROVE_BUILDER_CACHE_SHOWN_AS")
     shown_output = os.environ.get("TROVE_BUILDER_OUTPUT_SHOWN_AS")
     shown_work = os.environ.get("TROVE_BUILDER_WORK_SHOWN_AS")

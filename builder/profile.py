@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any
 
 import yaml
@@ -14,7 +15,7 @@ from builder.errors import UsageError
 PROFILE_DIR = resources.files("builder") / "profiles"
 
 
-def _load(path) -> dict[str, Any]:
+def _load(path: Traversable) -> dict[str, Any]:
     return yaml.safe_load(path.read_text()) or {}
 
 
@@ -48,29 +49,55 @@ def available() -> dict[str, list[str]]:
 
 @dataclass(frozen=True)
 class Profile:
-    """Everything the pipeline needs to know about one guest OS release."""
+    """Everything the pipeline needs to know about one guest OS release (a key it does not know is an error)."""
 
     os: str
     release: str
-    data: dict[str, Any] = field(repr=False)
+    data: dict[str, Any] = field(repr=False)  # the merged YAML: the templates' context, a cache-key input
+    os_name: str  # for humans: "Debian GNU/Linux", "Ubuntu"
+    python: str  # the guest's python3, "3.11"
+    agent_version: str  # default Trove release of the guest agent
+    mirror: str
+    security_mirror: str
+    suites: list[str]  # apt suites, {release} filled in
+    security_suite: str
+    components: list[str]
+    keyring: str
+    arch: str
+    variant: str
+    bootstrap_tool: str
+    kernel_package: str
+    kernel_cmdline: str
+    hostname: str
+    packages: list[str]
+    build_packages: list[str]  # compilers and headers for requirements without a wheel (purged again)
+    docker_package: str
+    qcow2_compression: str
+    ext4_disable_features: list[str]
+    initramfs_repack: bool
+    recompile_pyc: bool
+    remove_unreproducible: list[str]
+    space_mib: dict[str, int]  # free space a build needs, by place
+    pip_bootstrap: str = "pip"  # the requirement pip upgrades itself to before installing the agent
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.data[name]
-        except KeyError as exc:
-            raise AttributeError(name) from exc
-
-    @property
-    def suites(self) -> list[str]:
-        return [s.format(release=self.release) for s in self.data["suites"]]
-
-    @property
-    def security_suite(self) -> str:
-        return self.data["security_suite"].format(release=self.release)
+    @classmethod
+    def from_data(cls, os_name: str, release: str, data: dict[str, Any]) -> Profile:
+        known = {f.name for f in fields(cls)} - {"os", "release", "data"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UsageError(f"profile {os_name}/{release}: unknown key(s) {', '.join(unknown)}")
+        missing = sorted(f.name for f in fields(cls) if f.name in known and f.name not in data
+                         and f.default is MISSING)
+        if missing:
+            raise UsageError(f"profile {os_name}/{release}: missing key(s) {', '.join(missing)}")
+        values = dict(data)
+        values["suites"] = [s.format(release=release) for s in data["suites"]]
+        values["security_suite"] = data["security_suite"].format(release=release)
+        return cls(os=os_name, release=release, data=data, **values)
 
     @property
     def python_version(self) -> tuple[int, int]:
-        major, minor = self.data["python"].split(".")[:2]
+        major, minor = self.python.split(".")[:2]
         return int(major), int(minor)
 
 
@@ -87,4 +114,4 @@ def load(os_name: str, release: str) -> Profile:
     data = _load(PROFILE_DIR / "_common.yaml")
     data = _merge(data, _load(PROFILE_DIR / os_name / "_family.yaml"))
     data = _merge(data, _load(PROFILE_DIR / os_name / f"{release}.yaml"))
-    return Profile(os=os_name, release=release, data=data)
+    return Profile.from_data(os_name, release, data)

@@ -48,7 +48,7 @@ def _install_venv(ctx: BuildContext, chroot: Chroot) -> None:
             if ctx.replay.locks_pip:
                 run_pip(ctx, chroot, *ctx.replay.pip_install_args("pip"))
         else:
-            run_pip(ctx, chroot, "install", "--upgrade", prof.data.get("pip_bootstrap", "pip"))
+            run_pip(ctx, chroot, "install", "--upgrade", prof.pip_bootstrap)
         # Wheels alone when they exist (no compilers to install and purge again); else with the
         # build packages, as a source install needs them.
         if ctx.results.get("build_tools") or not _install_agent(ctx, chroot, wheels_only=True):

@@ -60,3 +60,15 @@ def test_unknown_os_or_release_names_the_known_ones(os_name, release, message):
 def test_merge_add_and_remove_edit_inherited_lists():
     merged = profile._merge({"packages": ["a", "b"]}, {"packages_add": ["c", "a"], "packages_remove": ["b"]})
     assert merged["packages"] == ["a", "c"]
+
+
+def test_a_profile_key_nothing_reads_is_an_error():
+    data = dict(profile.load("debian", "bookworm").data, cloud_init_units=["cloud-init.service"])
+    with pytest.raises(UsageError, match="profile debian/bookworm: unknown key.s. cloud_init_units"):
+        profile.Profile.from_data("debian", "bookworm", data)
+
+
+def test_a_profile_without_a_required_key_is_an_error():
+    data = {k: v for k, v in profile.load("debian", "bookworm").data.items() if k != "kernel_package"}
+    with pytest.raises(UsageError, match="missing key.s. kernel_package"):
+        profile.Profile.from_data("debian", "bookworm", data)
