@@ -6,10 +6,11 @@ import os
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder import diskspace
 from builder.cache import aptcache, stagekeys, workdirs
-from builder.cache.stagecache import StageCache, parse_size
+from builder.cache.stagecache import Entry, StageCache, parse_size
 from builder.context import BuildContext
 from builder.errors import BuilderError
 from builder.guest import hooks
@@ -19,6 +20,9 @@ from builder.progress import Emitter
 from builder.publish import publish_copy
 from builder.spec import BuildSpec
 from builder.stages import STAGES, lock_stages
+
+if TYPE_CHECKING:
+    from builder.lock.replay import Replay
 
 
 def display_path(path: Path, cache_dir: Path) -> str:
@@ -39,7 +43,7 @@ class Checkpoints:
         self.enabled = enabled
         self.keys = stagekeys.checkpoint_keys(ctx) if enabled else {}
         self.inputs = stagekeys.stage_inputs(ctx) if enabled else {}
-        self.hit: tuple[str, object] | None = None
+        self.hit: tuple[str, Entry] | None = None
         self.status: dict[str, str] = {}
         self.cache_seconds = 0.0
 
@@ -64,6 +68,7 @@ class Checkpoints:
 
     def restore(self) -> None:
         """Put the checkpoint found back: the rootfs, or (image) the finished image at the output."""
+        assert self.hit is not None, "restore() follows a find() that found a checkpoint"
         checkpoint, entry = self.hit
         started = time.monotonic()
         self.ctx.results.update(entry.results)
@@ -99,7 +104,7 @@ class Checkpoints:
                 self.ctx.log.write(f"stage cache: pruned {entry.path.name}\n")
 
 
-def _start_replay(ctx: BuildContext, emit: Emitter):
+def _start_replay(ctx: BuildContext, emit: Emitter, lock_file: Path) -> Replay:
     """A locked build: every file it names in the store (fetched first unless offline), then its proxy."""
     from builder.cache.cas import ContentStore
     from builder.lock import fetch
@@ -108,7 +113,7 @@ def _start_replay(ctx: BuildContext, emit: Emitter):
     from builder.spec import host_ca_bundle_path
 
     spec = ctx.spec
-    lock, store = Lock.load(spec.lock_file), ContentStore(spec.cache_dir)
+    lock, store = Lock.load(lock_file), ContentStore(spec.cache_dir)
     if spec.offline:
         links = sorted(p.name for p in Path("/sys/class/net").iterdir() if p.name != "lo")
         if links:
@@ -123,12 +128,12 @@ def _start_replay(ctx: BuildContext, emit: Emitter):
     return replay
 
 
-def _write_lock(ctx: BuildContext, emit: Emitter) -> None:
+def _write_lock(ctx: BuildContext, emit: Emitter, lock_out: Path) -> None:
     from builder.lock.collect import collect
 
     started = time.monotonic()
     lock = collect(ctx)
-    lock.save(ctx.spec.lock_out)
+    lock.save(lock_out)
     emit.message(f"locked {len(lock.packages)} packages and {len(lock.python_files)} Python files "
                  f"in {time.monotonic() - started:.0f}s")
 
@@ -164,7 +169,7 @@ def run_pipeline(spec: BuildSpec, emit: Emitter | None = None) -> dict:
     try:
         with _terminate_as_interrupt():
             if spec.lock_file is not None:
-                replay = _start_replay(ctx, emit)
+                replay = _start_replay(ctx, emit, spec.lock_file)
             checkpoints = Checkpoints(ctx, spec.stage_cache, stages[-1].name)
             skipped = checkpoints.find()
             if checkpoints.hit:
@@ -193,7 +198,7 @@ def run_pipeline(spec: BuildSpec, emit: Emitter | None = None) -> dict:
                 emit("stage-done", index=index, total=total, name=name, seconds=round(elapsed, 2))
                 checkpoints.after(name)
             if spec.lock_out is not None:
-                _write_lock(ctx, emit)
+                _write_lock(ctx, emit, spec.lock_out)
             checkpoints.prune(parse_size(spec.cache_limit))
         failed = False
     finally:

@@ -76,7 +76,9 @@ def run(
             log.write(err or "")
             lines = (err or "").splitlines()
         else:
+            assert proc.stdout is not None  # stdout=PIPE
             if input is not None:
+                assert proc.stdin is not None  # stdin=PIPE when there is input
                 proc.stdin.write(input)
                 proc.stdin.close()
             tail: deque[str] = deque(maxlen=TAIL_LINES)

@@ -27,7 +27,7 @@ class Reporter:
             fancy = self.stream.isatty() and not os.environ.get("CI") and os.environ.get("TERM") != "dumb"
         self.fancy = fancy
         self.summary: dict[str, Any] = {"stages": [], "cached_checkpoint": None}
-        self._live = None
+        self._live: Any = None  # a rich Progress while a spinner runs
 
     # -- rendering helpers ------------------------------------------------------------------------
     def _print(self, text: str) -> None:
@@ -127,7 +127,7 @@ class Emitter:
         event = {"event": kind, **fields}
         if self.wire:
             print(MARKER + json.dumps(event, default=str), flush=True)
-        else:
+        elif self.reporter is not None:
             self.reporter.handle(event)
 
     def message(self, text: str) -> None:

@@ -26,7 +26,7 @@ class Backoff:
                 return kind(text) if text else default
             except ValueError:
                 return default
-        return cls(max(1, number("TROVE_BUILDER_NET_ATTEMPTS", attempts, int)),
+        return cls(max(1, int(number("TROVE_BUILDER_NET_ATTEMPTS", attempts, int))),
                    max(0.0, number("TROVE_BUILDER_NET_BACKOFF", first_delay, float)))
 
     def delays(self) -> list[float]:

@@ -13,14 +13,14 @@ import fcntl
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
     from builder.context import BuildContext
 
 # private dir -> its open, locked .owner file: held for the build's life, so sweep() can tell
 # a live build's dir from one a killed build left.
-_held: dict[Path, object] = {}
+_held: dict[Path, IO[str]] = {}
 
 
 def shared_dir(cache_dir: Path, os_name: str, release: str) -> Path:
@@ -112,6 +112,6 @@ def apt_archives(ctx: BuildContext) -> Path:
                          private_dir(ctx.cache_dir, ctx.work_dir))
 
 
-def apt_caches(ctx: BuildContext) -> dict[str, object]:
+def apt_caches(ctx: BuildContext) -> dict[str, Path]:
     """Download caches bind-mounted into the chroot."""
     return {"/var/cache/apt/archives": apt_archives(ctx)}

@@ -36,7 +36,7 @@ def tree_digest(root: Path, skip: frozenset[str] = frozenset()) -> str:
     """Names, executable bits and contents of every file below `root` (symlinks by target).
 
     `skip`: names of top-level directories left out."""
-    entries = []
+    entries: list[tuple[str, object, str]] = []
     for dirpath, dirs, files in os.walk(root):
         if Path(dirpath) == root:
             dirs[:] = [d for d in dirs if d not in skip]

@@ -28,7 +28,9 @@ class FileLock:
     @classmethod
     def acquire(cls, path: Path, holder: str | None = None) -> "FileLock":
         """The lock, waiting as long as another process holds it (a signal still interrupts)."""
-        return cls._acquire(path, holder, create=True, blocking=True)
+        lock = cls._acquire(path, holder, create=True, blocking=True)
+        assert lock is not None  # blocking, creating: only an exception ends the wait without the lock
+        return lock
 
     @classmethod
     def _acquire(cls, path: Path, holder: str | None, create: bool, blocking: bool) -> "FileLock | None":

@@ -31,7 +31,7 @@ class Watchdog:
         self.poll = poll
         self.taken: FileLock | None = None
         self._stop = threading.Event()
-        self._main = threading.main_thread().ident
+        self._main = threading.main_thread().ident or 0  # set once the main thread runs, as it does here
         try:  # the very file the CLI locked, even if the path is later reused
             self._fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:

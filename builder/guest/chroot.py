@@ -78,10 +78,11 @@ class Chroot:
         resolv = self.path("/etc/resolv.conf")
         saved_resolv = None
         try:
-            for fs, inner, opts in (
+            api_filesystems: tuple[tuple[str, str, list[str]], ...] = (
                 ("proc", "/proc", []),
                 ("sysfs", "/sys", []),
-            ):
+            )
+            for fs, inner, opts in api_filesystems:
                 self.path(inner).mkdir(exist_ok=True)
                 run(["mount", "-t", fs, *opts, fs, self.path(inner)], self.log)
             self.bind(Path("/dev"), "/dev")

@@ -44,7 +44,7 @@ def _pad4(n: int) -> int:
 
 def parse_cpio(blob: bytes, pos: int = 0) -> tuple[list[Entry], int]:
     """The entries of the newc archive at `pos` (up to its trailer) and the offset just after it."""
-    entries = []
+    entries: list[Entry] = []
     while True:
         magic = blob[pos:pos + 6]
         if magic not in MAGICS:

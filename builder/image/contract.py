@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -28,7 +29,7 @@ class Check:
 
 
 class ContractChecker:
-    def __init__(self, img: Image, manifest: dict | None, forbid: list[str] = ()):
+    def __init__(self, img: Image, manifest: dict | None, forbid: Sequence[str] = ()):
         self.img = img
         self.forbid = list(forbid)
         self.manifest = manifest or {}
@@ -198,7 +199,7 @@ class ContractChecker:
         return results
 
 
-def check_image(image: Path, manifest: Path | None = None, forbid: list[str] = ()) -> list[Check]:
+def check_image(image: Path, manifest: Path | None = None, forbid: Sequence[str] = ()) -> list[Check]:
     """Every contract check; with `forbid`, also scan every file for those build-host strings."""
     manifest = manifest or image.with_name(image.name + ".manifest.json")
     data = json.loads(manifest.read_text()) if manifest.exists() else None

@@ -17,6 +17,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 from builder.errors import BuilderError, UsageError
 from builder.image import qemu_img, rawdiff
@@ -46,7 +47,7 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def _dig(data: dict, keys: tuple[str, ...]):
+def _dig(data: Any, keys: tuple[str, ...]) -> Any:
     for key in keys:
         data = data.get(key) if isinstance(data, dict) else None
     return data
@@ -72,7 +73,7 @@ def _has_partitions(raw: Path) -> bool:
 
 def compare_nodes(a: dict[str, Node], b: dict[str, Node]) -> list[dict]:
     """Added, removed and changed paths, each changed one with {fact: [a, b]}."""
-    files = []
+    files: list[dict[str, Any]] = []
     for path in sorted(a.keys() | b.keys()):
         if path not in a:
             files.append({"path": path, "status": "added", "type": b[path].kind, "size": b[path].size})
@@ -103,7 +104,7 @@ class _Owners:
 
 
 def _ext4_owners(tree: Ext4Tree) -> list[tuple[int, int, str, str | None]]:
-    runs = [(a, b, what, None) for a, b, what in tree.layout()]
+    runs: list[tuple[int, int, str, str | None]] = [(a, b, what, None) for a, b, what in tree.layout()]
     labels = {"regular": "file data", "directory": "directory blocks", "symlink": "symlink targets"}
     for node in tree.nodes.values():
         what = labels.get(node.kind, "other inode blocks")
@@ -152,7 +153,7 @@ class ImageDiff:
     def __init__(self, a: Path, b: Path, scratch: Path):
         self.paths = (Path(a), Path(b))
         self.scratch = scratch
-        self.images: tuple[Image, Image] | None = None
+        self.images: tuple[Image, ...] = ()  # both, once _open() has run
         self.trees: dict[int, tuple] = {}
         self.report: dict = {}
         self._stack = ExitStack()  # the raw copies, kept until close() for diffoscope
@@ -223,6 +224,7 @@ class ImageDiff:
         types = [_fs_type(img.raw, off, size) for img, off, size in zip(self.images, offsets, sizes)]
         part["filesystem"] = types[0] if types[0] == types[1] else f"{types[0]} -> {types[1]}"
         owners, unit, rest = None, sector, "raw bytes (no filesystem read)"
+        trees: list[Any] | None
         if types[0] == types[1] == "ext4":
             with ThreadPoolExecutor(2) as pool:
                 trees = list(pool.map(lambda x: Ext4Tree(x[0].raw, x[1]).scan(), zip(self.images, offsets)))

@@ -8,7 +8,7 @@ FIELD_LINES = 8       # superblock / table differences shown per section
 NAMED_ONLY = {"content", "xattrs"}
 
 
-def size(n: int | None) -> str:
+def size(n: float | None) -> str:
     if n is None:
         return "-"
     for unit in ("B", "KiB", "MiB", "GiB"):

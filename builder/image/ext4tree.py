@@ -121,9 +121,10 @@ class Ext4Tree:
         kind = _TYPE.search(text)
         if not kind:
             raise BuilderError(f"debugfs could not stat {path} (inode {ino})")
-        owner = _OWNER.search(text)
+        owner, links = _OWNER.search(text), _LINKS.search(text)
+        assert owner and links, f"debugfs gave no owner or link count for {path}"
         node = Node(path, ino, kind.group(1), int(kind.group(2), 8), int(owner.group(1)), int(owner.group(2)),
-                    int(owner.group(3)), int(_LINKS.search(text).group(1)), kind.group(3))
+                    int(owner.group(3)), int(links.group(1)), kind.group(3))
         for name, secs, extra in _TIME.findall(text):
             seconds = int(secs, 16)
             seconds -= (seconds & 0x80000000) << 1  # signed 32 bits
@@ -162,6 +163,7 @@ class Ext4Tree:
             fh.flush()
             proc = subprocess.Popen(["debugfs", "-f", fh.name, self.device],
                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            assert proc.stdout is not None  # stdout=PIPE
             try:
                 for node in nodes:
                     header = proc.stdout.readline()

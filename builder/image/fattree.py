@@ -94,7 +94,8 @@ class FatTree:
             return []
         fat_end = reserved + fats * fat_len
         data = fat_end + root_sectors
-        runs = [(0, reserved - 1, "boot sector and reserved sectors", None),
+        runs: list[tuple[int, int, str, str | None]] = [
+                (0, reserved - 1, "boot sector and reserved sectors", None),
                 (reserved, fat_end - 1, "allocation tables (FATs)", None)]
         if root_sectors:
             runs.append((fat_end, data - 1, "directory entries", "/"))

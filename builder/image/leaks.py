@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from builder.image.reader import Image
@@ -41,7 +42,7 @@ def _file_hits(path: str, patterns: dict[str, re.Pattern[bytes]], allow: list[by
     return found
 
 
-def scan_tree(root: Path, forbid: list[str], allow: list[str] = ()) -> dict[str, list[str]]:
+def scan_tree(root: Path, forbid: list[str], allow: Sequence[str] = ()) -> dict[str, list[str]]:
     """Forbidden string -> the paths (as in the image) whose contents, name or link target hold it.
 
     `allow`: strings masked out first (a dev image's controller user and path, baked in by design)."""
@@ -66,7 +67,7 @@ def scan_tree(root: Path, forbid: list[str], allow: list[str] = ()) -> dict[str,
     return {text: sorted(paths) for text, paths in hits.items() if paths}
 
 
-def scan_image(img: Image, forbid: list[str], allow: list[str] = ()) -> dict[str, list[str]]:
+def scan_image(img: Image, forbid: list[str], allow: Sequence[str] = ()) -> dict[str, list[str]]:
     """Copy the image's root filesystem out (debugfs rdump, no mount) and scan it."""
     with tempfile.TemporaryDirectory(prefix="trove-builder-leaks-") as tmp:
         return scan_tree(img.extract("/", Path(tmp)), forbid, allow)

@@ -29,7 +29,7 @@ class Image:
     def __init__(self, image: Path):
         self.image = Path(image)
         self._tmp: Path | None = None
-        self.raw: Path | None = None
+        self._raw: Path | None = None
         self.partitions: list[dict] = []
         self.root_offset = 0
 
@@ -39,7 +39,7 @@ class Image:
         if not self.image.is_file():
             raise UsageError(f"no image at {self.image}")
         self._tmp = Path(tempfile.mkdtemp(prefix="trove-builder-inspect-"))
-        self.raw = self._tmp / "disk.raw"
+        self._raw = self._tmp / "disk.raw"
         out = subprocess.run(["qemu-img", "convert", "-O", "raw", str(self.image), str(self.raw)],
                              capture_output=True, text=True)
         if out.returncode != 0:
@@ -54,6 +54,12 @@ class Image:
         self.partitions = table.get("partitions", [])
         self.root_offset = self.partitions[-1]["start"] * table.get("sectorsize", 512)
         return self
+
+    @property
+    def raw(self) -> Path:
+        """The raw copy of the image (while it is open)."""
+        assert self._raw is not None, "read an Image inside `with Image(path) as img`"
+        return self._raw
 
     def __exit__(self, *exc) -> None:
         if self._tmp:
@@ -86,6 +92,7 @@ class Image:
         if not match:
             return None
         ids = re.search(r"User:\s+(\d+)\s+Group:\s+(\d+)", text)
+        assert ids is not None, f"debugfs gave no owner for {path}"
         link = re.search(r'Fast link dest: "(.*)"', text)
         if match.group(1) == "symlink" and not link:
             link_text = self.read(path, follow=False)

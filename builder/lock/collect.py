@@ -24,6 +24,7 @@ from builder.cache.cas import ContentStore, HashMismatch, sha256_file
 from builder.context import BuildContext
 from builder.errors import BuilderError
 from builder.guest import dpkg
+from builder.guest.chroot import Chroot
 from builder.guest.pip import downloaded, lend_host_ca, run_pip
 from builder.lock.lockfile import FORMAT, TARGET_FIELDS, Lock, normalize_name
 from builder.spec import host_ca_bundle_path
@@ -35,13 +36,13 @@ _DPKG_INSTALLED = re.compile(r"^\S+ \S+ status installed (\S+?):(\S+) (\S+)$")
 
 def installed_during_build(root: Path) -> set[tuple[str, str, str]]:
     """(name, arch, version) of every package dpkg installed, from its log, plus what is installed now."""
-    seen = set()
+    seen: set[tuple[str, str, str]] = set()
     log = root / "var/log/dpkg.log"
     if log.is_file():
         for line in log.read_text(errors="replace").splitlines():
             match = _DPKG_INSTALLED.match(line)
             if match:
-                seen.add(match.groups())
+                seen.add((match[1], match[2], match[3]))
     seen |= {(p["name"], p["arch"], p["version"]) for p in dpkg.installed(root)}
     return seen
 
@@ -72,7 +73,7 @@ def _packages_stanzas(text: str):
             yield fields
 
 
-def _index_targets(ctx: BuildContext, chroot) -> list[dict[str, str]]:
+def _index_targets(ctx: BuildContext, chroot: Chroot) -> list[dict[str, Any]]:
     fmt = "$(SITE)\t$(RELEASE)\t$(METAKEY)\t$(FILENAME)\t$(IDENTIFIER)"
     out = chroot.run(["apt-get", "indextargets", "--format", fmt], capture=True).stdout
     targets = []
@@ -152,7 +153,7 @@ def _dist_of(filename: str) -> tuple[str, str]:
     return normalize_name(name), version
 
 
-def _index_url_of(index_url: str, name: str, filename: str, ca: str | None) -> str:
+def _index_url_of(index_url: str, name: str, filename: str, ca: Path | None) -> str:
     """Where `filename` lives on the index (PEP 503 simple page), for fetch on another host."""
     page_url = f"{index_url.rstrip('/')}/{normalize_name(name)}/"
     context = ssl.create_default_context(cafile=ca) if ca else None

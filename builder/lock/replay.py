@@ -99,6 +99,7 @@ class Replay:
 
     @property
     def proxy_url(self) -> str:
+        assert self.proxy is not None, "the proxy runs between start() and stop()"
         return f"http://127.0.0.1:{self.proxy.server_address[1]}/"
 
     def _write_dir(self) -> None:
@@ -109,7 +110,8 @@ class Replay:
             'Acquire::Check-Valid-Until "false";\n'
             'Acquire::Languages "none";\n'
             'Acquire::Retries "0";\n')
-        pip_lines, agent_lines = [], []
+        pip_lines: list[str] = []
+        agent_lines: list[str] = []
         for item in self.lock.python_files:
             target = self.dir / "python" / item["filename"]
             link_or_copy(self.store.path(item["sha256"]), target)

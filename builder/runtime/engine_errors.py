@@ -14,10 +14,11 @@ DEFAULT_URL = {"docker": "unix:///var/run/docker.sock"}
 
 def _root_cause(exc: BaseException) -> BaseException:
     """The innermost exception (docker wraps requests wraps urllib3 wraps the socket's OSError)."""
-    seen = []
-    while exc is not None and exc not in seen:
-        seen.append(exc)
-        exc = exc.__cause__ or exc.__context__
+    seen: list[BaseException] = []
+    link: BaseException | None = exc
+    while link is not None and link not in seen:
+        seen.append(link)
+        link = link.__cause__ or link.__context__
     return next((e for e in reversed(seen) if isinstance(e, OSError) and e.strerror), seen[-1])
 
 

@@ -139,9 +139,8 @@ def _check_fs_stats(result: BootTestResult, stats, data_gb: float, root_gb: floa
     if older:
         result.check("get_filesystem_stats newer keys", False,
                      f"no {', '.join(older)} (an older agent)", required=False)
-    total = stats.get("total")
     try:
-        total = float(total)
+        total = float(stats.get("total"))  # type: ignore[arg-type]  # None and text are caught below
     except (TypeError, ValueError):
         result.check("data disk mounted", False, f"total={stats.get('total')!r} is not a number")
         result.fail(f"get_filesystem_stats total={stats.get('total')!r} is not a number")
@@ -231,6 +230,7 @@ def run_boot_test(
         guestfwds = []
         controller = None
         if dev_mode:
+            assert controller_source is not None and controller_key is not None  # dev mode; checked above
             controller = stack.enter_context(FakeController(
                 Path(controller_source), Path(controller_key), user=controller_user, path=controller_path))
             guestfwds.append(controller.guestfwd())
@@ -304,7 +304,7 @@ def _drive_guest(result: BootTestResult, client: GuestClient, vm, watcher: Conso
     result.check("login prompt", login is not None, f"at {login} s" if login is not None else "not seen")
     ci_line = watcher.matches.get("cloud_init_done")
     result.cloud_init_line = ci_line
-    ci_ok = bool(ci_line) and "DataSourceConfigDrive" in ci_line
+    ci_ok = ci_line is not None and "DataSourceConfigDrive" in ci_line
     result.check("cloud-init from config drive", ci_ok,
                  (ci_line or "no 'Cloud-init v. ... finished' line")[:160])
     module_failure = watcher.matches.get("cloud_init_module_failure")

@@ -23,6 +23,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from builder.errors import BuilderError
 from builder.verify.qemu import GuestFwd
@@ -74,7 +75,7 @@ class ControllerError(BuilderError):
     """The fake controller could not be set up (missing rsync, bad key, missing source)."""
 
 
-def _asyncssh():
+def _asyncssh() -> Any:  # the verify extra: the module, or a clear error
     try:
         import asyncssh
     except ImportError as exc:
@@ -146,8 +147,9 @@ class FakeController:
         self._thread = threading.Thread(target=self._loop.run_forever, name="fake-controller", daemon=True)
         self._thread.start()
         owner = self
+        server_base: Any = asyncssh.SSHServer  # the verify extra, imported at run time
 
-        class _Server(asyncssh.SSHServer):
+        class _Server(server_base):
             def connection_made(self, conn):
                 self._conn = conn
 

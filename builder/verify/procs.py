@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 MARKER_VAR = "TROVE_BOOT_TEST_OWNER"
 
@@ -120,7 +120,7 @@ def terminate(proc: subprocess.Popen | None, marker: str | None = None, grace: f
             time.sleep(0.2)
 
 
-_sigterm = {"depth": 0, "fired": False, "previous": None}
+_sigterm: dict[str, Any] = {"depth": 0, "fired": False, "previous": None}
 
 
 def _raise_on_sigterm(signum, frame):
