@@ -8,21 +8,14 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
 
-from builder import __version__
+from builder import __version__, defaults
 from builder import profile as profiles
 from builder.errors import BuilderError, UsageError
-from builder.spec import (
-    DEFAULT_BUILDER_IMAGE,
-    DEFAULT_SOURCE_DATE_EPOCH,
-    BuildSpec,
-    default_cache_dir,
-    default_output,
-    parse_bool,
-)
+from builder.spec import BuildSpec, default_cache_dir
 
 app = typer.Typer(
     add_completion=False,
@@ -30,6 +23,41 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Build OpenStack Trove guest images in a pinned container, identically on any host.",
 )
+
+
+# Arguments and options shared by build, lock and boot-test: declared once, defaults from builder.defaults.
+GuestOS = Annotated[str | None, typer.Argument(help=f"Guest OS: {defaults.OS} (default) or debian.")]
+Release = Annotated[str | None, typer.Argument(
+    help=f"Guest release, e.g. {defaults.RELEASE} (default), jammy, bionic, bookworm.")]
+DevMode = Annotated[str | None, typer.Argument(
+    help="true: agent code synced from the controller at boot (default false).")]
+GuestUser = Annotated[str | None, typer.Argument(
+    help=f"User that owns and runs the guest agent (default {defaults.GUEST_USER}).")]
+AgentVersion = Annotated[str | None, typer.Option(
+    "--agent-version", help="Trove release for the agent (default: the release profile's).")]
+AgentSource = Annotated[str | None, typer.Option(
+    "--agent-source", help="pip requirement or path to install instead of trove==VERSION.")]
+Mirror = Annotated[str | None, typer.Option("--mirror", envvar="DIB_DISTRIBUTION_MIRROR",
+                                            help="Distribution archive mirror URL.")]
+HooksDir = Annotated[Path | None, typer.Option(
+    "--hooks-dir", help="Directory of <phase>.d/ hooks (a lock names their packages too).")]
+Runtime = Annotated[str, typer.Option("--runtime", help="docker, podman, or none (this host).")]
+BuilderImage = Annotated[str, typer.Option("--builder-image", envvar="TROVE_BUILDER_IMAGE",
+                                           help="Builder container image.")]
+CacheDir = Annotated[Path, typer.Option("--cache-dir", envvar="TROVE_BUILDER_CACHE",
+                                        help="Download cache, stage checkpoints, locked files, logs.")]
+ControllerUser = Annotated[str, typer.Option("--controller-user", envvar="HOST_SCP_USERNAME",
+                                             help="Dev mode: controller account the guest rsyncs from.")]
+ControllerPath = Annotated[str, typer.Option("--controller-path", help="Dev mode: trove checkout on the controller.")]
+CABundle = Annotated[Path | None, typer.Option("--ca-bundle",
+                                               help="CA bundle for HTTPS during the build (never kept).")]
+PipIndexURL = Annotated[str, typer.Option("--pip-index-url", envvar="PIP_INDEX_URL",
+                                          help="Python package index for the agent venv.")]
+NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not reuse or store stage checkpoints "
+                                                          "(downloads are still shared).")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show every command's output.")]
+CACHE_DIR = default_cache_dir()
+
 
 
 def fail(exc: BuilderError) -> None:
@@ -49,7 +77,7 @@ def guarded(func):
             fail(exc)
         except KeyboardInterrupt:
             print("trove-builder: interrupted", file=sys.stderr)
-            raise typer.Exit(130)
+            raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except Exception as exc:  # a bug: still one line, with a way to see more
@@ -59,115 +87,71 @@ def guarded(func):
                 traceback.print_exc()
             print(f"trove-builder: internal error: {type(exc).__name__}: {exc} "
                   f"(set TROVE_BUILDER_DEBUG=1 for a traceback)", file=sys.stderr)
-            raise typer.Exit(70)
+            raise typer.Exit(70) from None
     return wrapper
 
 
 @app.command()
 @guarded
 def build(
-    guest_os: Optional[str] = typer.Argument(None, help="Guest OS: ubuntu (default) or debian."),
-    release: Optional[str] = typer.Argument(None, help="Guest release, e.g. noble (default), jammy, bionic, bookworm."),
-    dev_mode: Optional[str] = typer.Argument(None, help="true: agent code synced from the controller at boot "
-                                                        "(default false)."),
-    guest_username: Optional[str] = typer.Argument(None, help="User that owns and runs the guest agent (default ubuntu)."),
-    output: Optional[Path] = typer.Argument(
-        None, help="Image path; default images/trove-guest-<os>-<release>[-dev].qcow2. "
-                   "A .raw extension selects the raw format."),
-    size: int = typer.Option(5, "--size", envvar="GUEST_IMAGESIZE", help="Virtual disk size in GB."),
-    agent_version: Optional[str] = typer.Option(
-        None, "--agent-version", help="Trove release for the agent (default: the release profile's)."),
-    agent_source: Optional[str] = typer.Option(
-        None, "--agent-source", help="pip requirement or path to install instead of trove==VERSION."),
-    mirror: Optional[str] = typer.Option(None, "--mirror", envvar="DIB_DISTRIBUTION_MIRROR",
-                                         help="Distribution archive mirror URL."),
-    hooks_dir: Optional[Path] = typer.Option(None, "--hooks-dir", help="Directory of <phase>.d/ hooks."),
-    runtime: str = typer.Option("docker", "--runtime", help="docker, podman, or none (this host)."),
-    builder_image: str = typer.Option(DEFAULT_BUILDER_IMAGE, "--builder-image",
-                                      envvar="TROVE_BUILDER_IMAGE", help="Builder container image."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="qcow2 (default) or raw."),
-    work_dir: Optional[Path] = typer.Option(None, "--work-dir", help="Scratch directory (default: in the cache)."),
-    keep_work_dir: bool = typer.Option(False, "--keep-work-dir", help="Keep the scratch directory."),
-    cache_dir: Path = typer.Option(default_cache_dir(), "--cache-dir", envvar="TROVE_BUILDER_CACHE",
-                                   help="Download cache, logs and scratch space."),
-    controller_user: str = typer.Option("stack", "--controller-user", envvar="HOST_SCP_USERNAME",
-                                        help="Dev mode: controller account the guest rsyncs from."),
-    controller_path: str = typer.Option("/opt/stack/trove", "--controller-path",
-                                        help="Dev mode: trove checkout on the controller."),
-    dev_ssh_key: Optional[Path] = typer.Option(None, "--dev-ssh-key",
-                                               help="Dev mode: private deploy key baked into the image."),
-    sync_logs: str = typer.Option("false", "--sync-logs", envvar="SYNC_LOG_TO_CONTROLLER",
-                                  help="Dev mode: copy guest logs to the controller."),
-    ca_bundle: Optional[Path] = typer.Option(None, "--ca-bundle",
-                                             help="CA bundle for HTTPS during the build (never kept)."),
-    pip_index_url: str = typer.Option("https://pypi.org/simple", "--pip-index-url", envvar="PIP_INDEX_URL",
-                                      help="Python package index for the agent venv."),
-    docker_source: str = typer.Option("distro", "--docker-source", help="distro (docker.io) or docker-ce."),
-    compression: Optional[str] = typer.Option(
-        None, "--compression", help="qcow2 compression: zstd, zlib or none (default: the release profile's; "
-                                    "zlib for clouds with QEMU < 5.1)."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Do not reuse or store stage checkpoints "
-                                                            "(downloads are still shared)."),
-    cache_limit: str = typer.Option("20G", "--cache-limit", envvar="TROVE_BUILDER_CACHE_LIMIT",
-                                    help="Stage cache size kept after a build (least recently used go)."),
-    json_summary: bool = typer.Option(False, "--json", help="Print a JSON summary (stage timings, cache use, "
-                                                            "sha256) on stdout; progress goes to stderr."),
-    output_option: Optional[Path] = typer.Option(None, "--output", "-o", help="Image path (instead of the "
-                                                 "fifth argument; handy with --lock)."),
-    lock: Optional[Path] = typer.Option(None, "--lock", help="Install exactly what this lock file names "
-                                                            "(see `trove-builder lock`)."),
-    offline: bool = typer.Option(False, "--offline", help="With --lock: no network in the builder container; "
-                                                          "every file comes from the cache (`trove-builder fetch`)."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show every command's output."),
+    guest_os: GuestOS = None,
+    release: Release = None,
+    dev_mode: DevMode = None,
+    guest_username: GuestUser = None,
+    output: Annotated[Path | None, typer.Argument(
+        help="Image path; default images/trove-guest-<os>-<release>[-dev].qcow2. "
+             "A .raw extension selects the raw format.")] = None,
+    size: Annotated[int, typer.Option("--size", envvar="GUEST_IMAGESIZE",
+                                      help="Virtual disk size in GB.")] = defaults.SIZE_GB,
+    agent_version: AgentVersion = None,
+    agent_source: AgentSource = None,
+    mirror: Mirror = None,
+    hooks_dir: HooksDir = None,
+    runtime: Runtime = defaults.RUNTIME,
+    builder_image: BuilderImage = defaults.BUILDER_IMAGE,
+    fmt: Annotated[str | None, typer.Option("--format", help="qcow2 (default) or raw.")] = None,
+    work_dir: Annotated[Path | None, typer.Option("--work-dir",
+                                                  help="Scratch directory (default: in the cache).")] = None,
+    keep_work_dir: Annotated[bool, typer.Option("--keep-work-dir", help="Keep the scratch directory.")] = False,
+    cache_dir: CacheDir = CACHE_DIR,
+    controller_user: ControllerUser = defaults.CONTROLLER_USER,
+    controller_path: ControllerPath = defaults.CONTROLLER_PATH,
+    dev_ssh_key: Annotated[Path | None, typer.Option(
+        "--dev-ssh-key", help="Dev mode: private deploy key baked into the image.")] = None,
+    sync_logs: Annotated[str, typer.Option("--sync-logs", envvar="SYNC_LOG_TO_CONTROLLER",
+                                           help="Dev mode: copy guest logs to the controller.")] = "false",
+    ca_bundle: CABundle = None,
+    pip_index_url: PipIndexURL = defaults.PIP_INDEX_URL,
+    docker_source: Annotated[str, typer.Option("--docker-source",
+                                               help="distro (docker.io) or docker-ce.")] = defaults.DOCKER_SOURCE,
+    compression: Annotated[str | None, typer.Option(
+        "--compression", help="qcow2 compression: zstd, zlib or none (default: the release profile's; "
+                              "zlib for clouds with QEMU < 5.1).")] = None,
+    no_cache: NoCache = False,
+    cache_limit: Annotated[str, typer.Option(
+        "--cache-limit", envvar="TROVE_BUILDER_CACHE_LIMIT",
+        help="Stage cache size kept after a build (least recently used go).")] = defaults.CACHE_LIMIT,
+    json_summary: Annotated[bool, typer.Option("--json", help="Print a JSON summary (stage timings, cache use, "
+                                                              "sha256) on stdout; progress goes to stderr.")] = False,
+    output_option: Annotated[Path | None, typer.Option("--output", "-o", help="Image path (instead of the "
+                                                       "fifth argument; handy with --lock).")] = None,
+    lock: Annotated[Path | None, typer.Option("--lock", help="Install exactly what this lock file names "
+                                                             "(see `trove-builder lock`).")] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="With --lock: no network in the builder container; "
+                                                            "every file comes from the cache "
+                                                            "(`trove-builder fetch`).")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Build a Trove guest image (same positional arguments as `trovestack build-image`)."""
-    if offline and runtime == "none":
-        raise UsageError("--offline needs a container runtime (it takes the builder container's network away)")
-    if output_option is not None:
-        if output is not None and output != output_option:
-            raise UsageError(f"two outputs given: {output} and --output {output_option}")
-        output = output_option
-    locked = None
-    epoch = os.environ.get("SOURCE_DATE_EPOCH", str(DEFAULT_SOURCE_DATE_EPOCH))
-    if lock is not None:
-        from builder.lock.lockfile import Lock
-
-        locked = Lock.load(lock)
-        target = locked.target
-        given = {"OS": (guest_os, target["os"]), "release": (release, target["release"]),
-                 "DEV_MODE": (None if dev_mode is None else parse_bool(dev_mode, "DEV_MODE"), target["dev_mode"]),
-                 "guest user": (guest_username, target["guest_user"])}
-        for what, (value, want) in given.items():
-            if value is not None and value != want:
-                raise UsageError(f"the lock {lock} is for {what} {want}, not {value}")
-        guest_os, release, guest_username = target["os"], target["release"], target["guest_user"]
-        dev_mode = str(target["dev_mode"])
-        agent_version, agent_source, mirror = target["agent_version"], target["agent_source"], target["mirror"]
-        docker_source, pip_index_url = target["docker_source"], target["pip_index_url"]
-        controller_user, controller_path = target["controller_user"], target["controller_path"]
-        sync_logs = str(target["sync_logs"])
-        epoch = str(locked.source_date_epoch)
-    guest_os, release = guest_os or "ubuntu", release or "noble"
-    guest_username = guest_username or "ubuntu"
-    dev = parse_bool(dev_mode or "false", "DEV_MODE")
-    if fmt is None:
-        fmt = "raw" if output is not None and output.suffix == ".raw" else "qcow2"
-    if output is None:
-        output = default_output(guest_os, release, dev, fmt)
-        output.parent.mkdir(parents=True, exist_ok=True)
-    if not epoch.isdigit():
-        raise UsageError(f"SOURCE_DATE_EPOCH must be a whole number of seconds, not '{epoch}'")
-    spec = BuildSpec(
-        os=guest_os, release=release, dev_mode=dev, guest_user=guest_username, output=output,
-        fmt=fmt, size_gb=size, agent_version=agent_version, agent_source=agent_source, mirror=mirror,
-        hooks_dir=hooks_dir, runtime=runtime, builder_image=builder_image, work_dir=work_dir,
-        keep_work_dir=keep_work_dir, cache_dir=cache_dir, controller_user=controller_user,
-        controller_path=controller_path, dev_ssh_key=dev_ssh_key,
-        sync_logs=parse_bool(sync_logs, "SYNC_LOG_TO_CONTROLLER"), ca_bundle=ca_bundle,
-        pip_index_url=pip_index_url, docker_source=docker_source, source_date_epoch=int(epoch), verbose=verbose,
-        compression=compression, stage_cache=not no_cache, cache_limit=cache_limit,
-        lock_file=lock, lock_digest=locked.digest if locked else None, offline=offline,
-    ).validate()
+    spec = BuildSpec.for_build(
+        guest_os=guest_os, release=release, dev_mode=dev_mode, guest_user=guest_username, output=output,
+        output_option=output_option, fmt=fmt, lock_file=lock, offline=offline, runtime=runtime,
+        sync_logs=sync_logs, no_cache=no_cache, size_gb=size, agent_version=agent_version,
+        agent_source=agent_source, mirror=mirror, hooks_dir=hooks_dir, builder_image=builder_image,
+        work_dir=work_dir, keep_work_dir=keep_work_dir, cache_dir=cache_dir, controller_user=controller_user,
+        controller_path=controller_path, dev_ssh_key=dev_ssh_key, ca_bundle=ca_bundle,
+        pip_index_url=pip_index_url, docker_source=docker_source, verbose=verbose, compression=compression,
+        cache_limit=cache_limit)
     _run(spec, json_summary)
 
 
@@ -217,53 +201,37 @@ def run_spec(spec_json: str) -> None:
 @app.command("lock")
 @guarded
 def lock_command(
-    guest_os: str = typer.Argument("ubuntu", help="Guest OS: ubuntu or debian."),
-    release: str = typer.Argument("noble", help="Guest release."),
-    dev_mode: str = typer.Argument("false", help="true: a dev-mode image."),
-    guest_username: str = typer.Argument("ubuntu", help="User that owns and runs the guest agent."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o",
-                                          help="Lock file; default images/trove-guest-<os>-<release>[-dev].lock.json."),
-    agent_version: Optional[str] = typer.Option(None, "--agent-version", help="Trove release for the agent."),
-    agent_source: Optional[str] = typer.Option(None, "--agent-source", help="pip requirement instead of trove==VERSION."),
-    mirror: Optional[str] = typer.Option(None, "--mirror", envvar="DIB_DISTRIBUTION_MIRROR", help="Archive mirror (http)."),
-    hooks_dir: Optional[Path] = typer.Option(None, "--hooks-dir", help="Hooks whose packages are locked too."),
-    runtime: str = typer.Option("docker", "--runtime", help="docker, podman, or none (this host)."),
-    builder_image: str = typer.Option(DEFAULT_BUILDER_IMAGE, "--builder-image", envvar="TROVE_BUILDER_IMAGE"),
-    cache_dir: Path = typer.Option(default_cache_dir(), "--cache-dir", envvar="TROVE_BUILDER_CACHE",
-                                   help="Where the locked files are stored (cas/sha256/)."),
-    controller_user: str = typer.Option("stack", "--controller-user", envvar="HOST_SCP_USERNAME"),
-    controller_path: str = typer.Option("/opt/stack/trove", "--controller-path"),
-    ca_bundle: Optional[Path] = typer.Option(None, "--ca-bundle", help="CA bundle for HTTPS (never kept)."),
-    pip_index_url: str = typer.Option("https://pypi.org/simple", "--pip-index-url", envvar="PIP_INDEX_URL"),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Resolve from scratch, reusing no checkpoint."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show every command's output."),
+    guest_os: GuestOS = None,
+    release: Release = None,
+    dev_mode: DevMode = None,
+    guest_username: GuestUser = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Lock file; default images/trove-guest-<os>-<release>[-dev].lock.json.")] = None,
+    agent_version: AgentVersion = None,
+    agent_source: AgentSource = None,
+    mirror: Mirror = None,
+    hooks_dir: HooksDir = None,
+    runtime: Runtime = defaults.RUNTIME,
+    builder_image: BuilderImage = defaults.BUILDER_IMAGE,
+    cache_dir: CacheDir = CACHE_DIR,
+    controller_user: ControllerUser = defaults.CONTROLLER_USER,
+    controller_path: ControllerPath = defaults.CONTROLLER_PATH,
+    ca_bundle: CABundle = None,
+    pip_index_url: PipIndexURL = defaults.PIP_INDEX_URL,
+    no_cache: NoCache = False,
+    verbose: Verbose = False,
 ) -> None:
     """Resolve a build's inputs into a lock file: packages, Python files, builder image, SOURCE_DATE_EPOCH.
 
     Runs the build up to its hooks (reusing checkpoints), reads back what was installed, and fills
     the cache with every file the lock names, so that `build --lock FILE --offline` works here."""
-    dev = parse_bool(dev_mode, "DEV_MODE")
-    if output is None:
-        from builder.lock.lockfile import default_lock_path
-
-        output = default_lock_path(default_output(guest_os, release, dev))
-        output.parent.mkdir(parents=True, exist_ok=True)
-    epoch = os.environ.get("SOURCE_DATE_EPOCH", str(DEFAULT_SOURCE_DATE_EPOCH))
-    if not epoch.isdigit():
-        raise UsageError(f"SOURCE_DATE_EPOCH must be a whole number of seconds, not '{epoch}'")
-    if agent_source and (agent_source.startswith((".", "/")) or Path(agent_source).exists()):
-        raise UsageError(f"--agent-source {agent_source} is a local path: only releases on a package index "
-                         f"can be locked")
-    chosen_mirror = mirror or profiles.load(guest_os, release).mirror
-    if not chosen_mirror.startswith("http://"):
-        raise UsageError(f"mirror {chosen_mirror}: locks replay apt through an http proxy; use an http:// mirror")
-    spec = BuildSpec(
-        os=guest_os, release=release, dev_mode=dev, guest_user=guest_username, output=output,
-        agent_version=agent_version, agent_source=agent_source, mirror=mirror, hooks_dir=hooks_dir,
-        runtime=runtime, builder_image=builder_image, cache_dir=cache_dir, controller_user=controller_user,
-        controller_path=controller_path, ca_bundle=ca_bundle, pip_index_url=pip_index_url,
-        source_date_epoch=int(epoch), verbose=verbose, stage_cache=not no_cache, lock_out=output,
-    ).validate()
+    spec = BuildSpec.for_lock(
+        guest_os=guest_os, release=release, dev_mode=dev_mode, guest_user=guest_username, output=output,
+        no_cache=no_cache, agent_version=agent_version, agent_source=agent_source, mirror=mirror,
+        hooks_dir=hooks_dir, runtime=runtime, builder_image=builder_image, cache_dir=cache_dir,
+        controller_user=controller_user, controller_path=controller_path, ca_bundle=ca_bundle,
+        pip_index_url=pip_index_url, verbose=verbose)
+    output = spec.output
     _run(spec)
     from builder.cache.cas import ContentStore
     from builder.lock.fetch import fetch
@@ -282,9 +250,9 @@ def lock_command(
 @app.command("fetch")
 @guarded
 def fetch_command(
-    lock: Path = typer.Option(..., "--lock", help="Lock file whose files to download."),
-    cache_dir: Path = typer.Option(default_cache_dir(), "--cache-dir", envvar="TROVE_BUILDER_CACHE"),
-    ca_bundle: Optional[Path] = typer.Option(None, "--ca-bundle", help="CA bundle for HTTPS."),
+    lock: Annotated[Path, typer.Option("--lock", help="Lock file whose files to download.")],
+    cache_dir: CacheDir = CACHE_DIR,
+    ca_bundle: CABundle = None,
 ) -> None:
     """Download every file a lock names into the content-addressed cache, checking each sha256."""
     from builder.cache.cas import ContentStore
@@ -321,17 +289,18 @@ def version() -> None:
 @app.command()
 @guarded
 def check(
-    image: Path = typer.Argument(..., help="Image to check (qcow2 or raw)."),
-    manifest: Optional[Path] = typer.Option(None, "--manifest", help="Default: IMAGE.manifest.json beside it."),
-    forbid: list[str] = typer.Option([], "--forbid", help="Fail if any file holds this string "
-                                     "(build-host paths, host name); repeatable."),
+    image: Annotated[Path, typer.Argument(help="Image to check (qcow2 or raw).")],
+    manifest: Annotated[Path | None, typer.Option("--manifest",
+                                                  help="Default: IMAGE.manifest.json beside it.")] = None,
+    forbid: Annotated[list[str] | None, typer.Option("--forbid", help="Fail if any file holds this string "
+                                                     "(build-host paths, host name); repeatable.")] = None,
 ) -> None:
     """Check a built image against the Trove guest contract, offline (no boot)."""
     from builder.image.contract import check_image
 
     if not image.is_file():
         raise UsageError(f"no image at {image}")
-    results = check_image(image, manifest, forbid)
+    results = check_image(image, manifest, forbid or [])
     for result in results:
         print(f"{'PASS' if result.passed else 'FAIL'}  {result.name:<34} {result.detail}")
     failed = [r for r in results if not r.passed]
@@ -343,21 +312,24 @@ def check(
 @app.command("boot-test")
 @guarded
 def boot_test(
-    image: Path = typer.Argument(..., help="Image to boot (never modified: a copy-on-write overlay is used)."),
-    datastore: str = typer.Option("mysql", "--datastore", help="datastore_manager in guest_info.conf."),
-    datastore_version: str = typer.Option("8.4", "--datastore-version"),
-    guest_user: str = typer.Option("ubuntu", "--guest-user", help="Owner of the injected config files."),
-    firmware: str = typer.Option("bios", "--firmware", help="bios (SeaBIOS) or uefi (OVMF)."),
-    timeout: float = typer.Option(900.0, "--timeout", help="Seconds for the whole test (TCG is slow)."),
-    data_disk_gb: float = typer.Option(2.0, "--data-disk-gb", help="Blank second disk for the data volume."),
-    controller_source: Optional[Path] = typer.Option(
-        None, "--controller-source", help="Dev-mode image: trove source tree the guest syncs from."),
-    controller_key: Optional[Path] = typer.Option(
-        None, "--controller-key", help="Dev mode: the private key the image was built with (--dev-ssh-key)."),
-    controller_user: str = typer.Option("stack", "--controller-user", envvar="HOST_SCP_USERNAME"),
-    controller_path: str = typer.Option("/opt/stack/trove", "--controller-path"),
-    console_log: Optional[Path] = typer.Option(None, "--console-log", help="Keep the serial console here."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON here."),
+    image: Annotated[Path, typer.Argument(
+        help="Image to boot (never modified: a copy-on-write overlay is used).")],
+    datastore: Annotated[str, typer.Option("--datastore", help="datastore_manager in guest_info.conf.")] = "mysql",
+    datastore_version: Annotated[str, typer.Option("--datastore-version")] = "8.4",
+    guest_user: Annotated[str, typer.Option("--guest-user", help="Owner of the injected config files.")
+                          ] = defaults.GUEST_USER,
+    firmware: Annotated[str, typer.Option("--firmware", help="bios (SeaBIOS) or uefi (OVMF).")] = "bios",
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds for the whole test (TCG is slow).")] = 900.0,
+    data_disk_gb: Annotated[float, typer.Option("--data-disk-gb",
+                                                help="Blank second disk for the data volume.")] = 2.0,
+    controller_source: Annotated[Path | None, typer.Option(
+        "--controller-source", help="Dev-mode image: trove source tree the guest syncs from.")] = None,
+    controller_key: Annotated[Path | None, typer.Option(
+        "--controller-key", help="Dev mode: the private key the image was built with (--dev-ssh-key).")] = None,
+    controller_user: ControllerUser = defaults.CONTROLLER_USER,
+    controller_path: ControllerPath = defaults.CONTROLLER_PATH,
+    console_log: Annotated[Path | None, typer.Option("--console-log", help="Keep the serial console here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON here.")] = None,
 ) -> None:
     """Boot an image under QEMU as Trove would and check the guest agent answers RPC."""
     if not image.is_file():
@@ -388,12 +360,11 @@ def boot_test(
 
 cache_app = typer.Typer(help="The stage cache: checkpoints reused by later builds.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
-CACHE_DIR_OPTION = typer.Option(default_cache_dir(), "--cache-dir", envvar="TROVE_BUILDER_CACHE")
 
 
 @cache_app.command("ls")
 @guarded
-def cache_ls(cache_dir: Path = CACHE_DIR_OPTION) -> None:
+def cache_ls(cache_dir: CacheDir = CACHE_DIR) -> None:
     """List checkpoints, most recently used first, with their size."""
     import time as _time
 
@@ -409,9 +380,10 @@ def cache_ls(cache_dir: Path = CACHE_DIR_OPTION) -> None:
 @cache_app.command("prune")
 @guarded
 def cache_prune(
-    max_size: str = typer.Option("20G", "--max-size", envvar="TROVE_BUILDER_CACHE_LIMIT",
-                                 help="Keep the most recently used checkpoints within this size."),
-    cache_dir: Path = CACHE_DIR_OPTION,
+    max_size: Annotated[str, typer.Option(
+        "--max-size", envvar="TROVE_BUILDER_CACHE_LIMIT",
+        help="Keep the most recently used checkpoints within this size.")] = defaults.CACHE_LIMIT,
+    cache_dir: CacheDir = CACHE_DIR,
 ) -> None:
     """Remove least recently used checkpoints until the cache fits in --max-size."""
     from builder.cache.stagecache import StageCache, parse_size
@@ -426,7 +398,7 @@ def cache_prune(
 
 @cache_app.command("clear")
 @guarded
-def cache_clear(cache_dir: Path = CACHE_DIR_OPTION) -> None:
+def cache_clear(cache_dir: CacheDir = CACHE_DIR) -> None:
     """Remove every checkpoint (downloaded packages are kept)."""
     from builder.cache.stagecache import StageCache
 
@@ -439,10 +411,11 @@ def cache_clear(cache_dir: Path = CACHE_DIR_OPTION) -> None:
 @app.command()
 @guarded
 def diff(
-    image_a: Path = typer.Argument(..., help="First image (qcow2 or raw)."),
-    image_b: Path = typer.Argument(..., help="Second image."),
-    json_out: bool = typer.Option(False, "--json", help="Print the whole comparison as JSON."),
-    diffoscope: bool = typer.Option(False, "--diffoscope", help="Run diffoscope on changed files (when installed)."),
+    image_a: Annotated[Path, typer.Argument(help="First image (qcow2 or raw).")],
+    image_b: Annotated[Path, typer.Argument(help="Second image.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the whole comparison as JSON.")] = False,
+    diffoscope: Annotated[bool, typer.Option("--diffoscope",
+                                             help="Run diffoscope on changed files (when installed).")] = False,
 ) -> None:
     """Say which files, and failing that which bytes, differ between two images (exit 0 same, 1 different)."""
     import json

@@ -59,7 +59,7 @@ class BuildContext:
         docs honour it) and a fixed hash seed (Python byte-compiles set constants in hash order)."""
         return {"SOURCE_DATE_EPOCH": str(self.spec.source_date_epoch), "PYTHONHASHSEED": "0"}
 
-    def chroot(self, env: dict[str, str] | None = None) -> "Chroot":
+    def chroot(self, env: dict[str, str] | None = None) -> Chroot:
         """The guest root, entered with the reproducible environment."""
         base = self.reproducible_env()
         mounts = {}

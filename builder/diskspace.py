@@ -5,10 +5,10 @@ from __future__ import annotations
 import errno
 import os
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from builder.errors import BuilderError
 from builder.spec import BuildSpec

@@ -146,7 +146,8 @@ def run_pipeline(spec: BuildSpec, emit: Emitter | None = None) -> dict:
     prof = spec.profile
     spec.cache_dir.mkdir(parents=True, exist_ok=True)
     workdirs.reap_stale(spec.cache_dir, emit.message)
-    work_dir = spec.work_dir or (spec.cache_dir / "work" / f"build-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}")
+    work_dir = spec.work_dir or (spec.cache_dir / "work"
+                                 / f"build-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}")
     if work_dir.exists() and any(work_dir.iterdir()):
         raise BuilderError(f"work dir {work_dir} is not empty")
     claim = workdirs.claim(work_dir, owned=spec.work_dir is None)

@@ -7,8 +7,8 @@ import shlex
 import subprocess
 import sys
 from collections import deque
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from builder.errors import BuilderError
 

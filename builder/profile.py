@@ -101,9 +101,11 @@ class Profile:
         return int(major), int(minor)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load(os_name: str, release: str) -> Profile:
-    """Load (once per process: every derived ID and template asks for it) and merge the profile for `os_name`/`release`, or fail with the known choices."""
+    """Load and merge the profile for `os_name`/`release`, or fail with the known choices.
+
+    Once per process: every derived ID and template asks for it."""
     known = available()
     if os_name not in known:
         raise UsageError(f"unknown guest OS '{os_name}' (known: {', '.join(known)})")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -18,7 +19,7 @@ class Backoff:
     first_delay: float = 1.0
 
     @classmethod
-    def from_env(cls, attempts: int = 4, first_delay: float = 1.0) -> "Backoff":
+    def from_env(cls, attempts: int = 4, first_delay: float = 1.0) -> Backoff:
         """TROVE_BUILDER_NET_ATTEMPTS / TROVE_BUILDER_NET_BACKOFF override the defaults (tests make them small)."""
         def number(name: str, default: float, kind: type) -> float:
             text = os.environ.get(name, "")

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from builder import defaults
 from builder import profile as profiles
 from builder.cache.stagecache import parse_size
 from builder.errors import UsageError
@@ -20,10 +21,6 @@ from builder.image.qemu_img import COMPRESSIONS
 FORMATS = ("qcow2", "raw")
 RUNTIMES = ("docker", "podman", "none")
 DOCKER_SOURCES = ("distro", "docker-ce")
-DEFAULT_BUILDER_IMAGE = "trove-builder:latest"
-# 2026-01-01T00:00:00Z. Every file time in the image is clamped to this unless
-# SOURCE_DATE_EPOCH says otherwise, so that the build time never leaks in.
-DEFAULT_SOURCE_DATE_EPOCH = 1767225600
 
 
 def parse_bool(value: str | bool, what: str) -> bool:
@@ -36,6 +33,17 @@ def parse_bool(value: str | bool, what: str) -> bool:
     if text in ("false", "no", "0", "off"):
         return False
     raise UsageError(f"{what} must be true or false, not '{value}'")
+
+
+# What a lock fixes besides OS, release, DEV_MODE, guest user and SYNC_LOG_TO_CONTROLLER.
+LOCKED_OPTIONS = ("agent_version", "agent_source", "mirror", "docker_source", "pip_index_url",
+                  "controller_user", "controller_path")
+
+
+def _epoch(text: str) -> int:
+    if not text.isdigit():
+        raise UsageError(f"SOURCE_DATE_EPOCH must be a whole number of seconds, not '{text}'")
+    return int(text)
 
 
 def default_output(os_name: str, release: str, dev_mode: bool, fmt: str = "qcow2") -> Path:
@@ -77,38 +85,105 @@ def agent_min_python(agent_version: str) -> tuple[int, int] | None:
 class BuildSpec:
     """Inputs of one build. Everything else (work paths, UUIDs, names) is derived from these."""
 
-    os: str = "ubuntu"
-    release: str = "noble"
+    os: str = defaults.OS
+    release: str = defaults.RELEASE
     dev_mode: bool = False
-    guest_user: str = "ubuntu"
-    output: Path = field(default_factory=lambda: default_output("ubuntu", "noble", False))
+    guest_user: str = defaults.GUEST_USER
+    output: Path = field(default_factory=lambda: default_output(defaults.OS, defaults.RELEASE, False))
     fmt: str = "qcow2"
-    size_gb: int = 5
+    size_gb: int = defaults.SIZE_GB
     agent_version: str | None = None
     agent_source: str | None = None
     mirror: str | None = None
     hooks_dir: Path | None = None
-    runtime: str = "docker"
-    builder_image: str = DEFAULT_BUILDER_IMAGE
+    runtime: str = defaults.RUNTIME
+    builder_image: str = defaults.BUILDER_IMAGE
     work_dir: Path | None = None
     keep_work_dir: bool = False
     cache_dir: Path = field(default_factory=default_cache_dir)
-    controller_user: str = "stack"
-    controller_path: str = "/opt/stack/trove"
+    controller_user: str = defaults.CONTROLLER_USER
+    controller_path: str = defaults.CONTROLLER_PATH
     dev_ssh_key: Path | None = None
     sync_logs: bool = False
     ca_bundle: Path | None = None
-    pip_index_url: str = "https://pypi.org/simple"
-    docker_source: str = "distro"
-    source_date_epoch: int = DEFAULT_SOURCE_DATE_EPOCH
+    pip_index_url: str = defaults.PIP_INDEX_URL
+    docker_source: str = defaults.DOCKER_SOURCE
+    source_date_epoch: int = defaults.SOURCE_DATE_EPOCH
     verbose: bool = False
     compression: str | None = None
     stage_cache: bool = True
-    cache_limit: str = "20G"
+    cache_limit: str = defaults.CACHE_LIMIT
     lock_file: Path | None = None   # build --lock: install exactly what it names
     lock_digest: str | None = None  # its content's sha256 (an input of the image)
     offline: bool = False           # build --offline: the builder container has no network
     lock_out: Path | None = None    # trove-builder lock: write the lock here instead of an image
+
+    @classmethod
+    def for_build(cls, *, guest_os: str | None, release: str | None, dev_mode: str | None,
+                  guest_user: str | None, output: Path | None, output_option: Path | None, fmt: str | None,
+                  lock_file: Path | None, offline: bool, runtime: str, sync_logs: str, no_cache: bool,
+                  **options: Any) -> BuildSpec:
+        """`trove-builder build`'s arguments as a checked spec: positional and --output merged, a lock's
+        target taken over (an argument that contradicts it is an error), the defaults filled in."""
+        if offline and runtime == "none":
+            raise UsageError("--offline needs a container runtime (it takes the builder container's network away)")
+        if output_option is not None:
+            if output is not None and output != output_option:
+                raise UsageError(f"two outputs given: {output} and --output {output_option}")
+            output = output_option
+        epoch = os.environ.get("SOURCE_DATE_EPOCH", str(defaults.SOURCE_DATE_EPOCH))
+        lock_digest = None
+        if lock_file is not None:
+            from builder.lock.lockfile import Lock
+
+            locked = Lock.load(lock_file)
+            target = locked.target
+            given = {"OS": (guest_os, target["os"]), "release": (release, target["release"]),
+                     "DEV_MODE": (None if dev_mode is None else parse_bool(dev_mode, "DEV_MODE"), target["dev_mode"]),
+                     "guest user": (guest_user, target["guest_user"])}
+            for what, (value, want) in given.items():
+                if value is not None and value != want:
+                    raise UsageError(f"the lock {lock_file} is for {what} {want}, not {value}")
+            guest_os, release, guest_user = target["os"], target["release"], target["guest_user"]
+            dev_mode, sync_logs = str(target["dev_mode"]), str(target["sync_logs"])
+            options.update({name: target[name] for name in LOCKED_OPTIONS})
+            epoch, lock_digest = str(locked.source_date_epoch), locked.digest
+        guest_os, release = guest_os or defaults.OS, release or defaults.RELEASE
+        guest_user = guest_user or defaults.GUEST_USER
+        dev = parse_bool(dev_mode or "false", "DEV_MODE")
+        if fmt is None:
+            fmt = "raw" if output is not None and output.suffix == ".raw" else "qcow2"
+        if output is None:
+            output = default_output(guest_os, release, dev, fmt)
+            output.parent.mkdir(parents=True, exist_ok=True)
+        source_date_epoch = _epoch(epoch)
+        return cls(os=guest_os, release=release, dev_mode=dev, guest_user=guest_user, output=output, fmt=fmt,
+                   runtime=runtime, sync_logs=parse_bool(sync_logs, "SYNC_LOG_TO_CONTROLLER"),
+                   source_date_epoch=source_date_epoch, stage_cache=not no_cache, lock_file=lock_file,
+                   lock_digest=lock_digest, offline=offline, **options).validate()
+
+    @classmethod
+    def for_lock(cls, *, guest_os: str | None, release: str | None, dev_mode: str | None,
+                 guest_user: str | None, output: Path | None, no_cache: bool, **options: Any) -> BuildSpec:
+        """`trove-builder lock`'s arguments as a checked spec that writes a lock file instead of an image."""
+        guest_os, release = guest_os or defaults.OS, release or defaults.RELEASE
+        guest_user = guest_user or defaults.GUEST_USER
+        dev = parse_bool(dev_mode or "false", "DEV_MODE")
+        if output is None:
+            from builder.lock.lockfile import default_lock_path
+
+            output = default_lock_path(default_output(guest_os, release, dev))
+            output.parent.mkdir(parents=True, exist_ok=True)
+        epoch = _epoch(os.environ.get("SOURCE_DATE_EPOCH", str(defaults.SOURCE_DATE_EPOCH)))
+        source = options.get("agent_source")
+        if source and (source.startswith((".", "/")) or Path(source).exists()):
+            raise UsageError(f"--agent-source {source} is a local path: only releases on a package index "
+                             f"can be locked")
+        chosen_mirror = options.get("mirror") or profiles.load(guest_os, release).mirror
+        if not chosen_mirror.startswith("http://"):
+            raise UsageError(f"mirror {chosen_mirror}: locks replay apt through an http proxy; use an http:// mirror")
+        return cls(os=guest_os, release=release, dev_mode=dev, guest_user=guest_user, output=output,
+                   source_date_epoch=epoch, stage_cache=not no_cache, lock_out=output, **options).validate()
 
     @property
     def profile(self) -> profiles.Profile:
@@ -149,7 +224,7 @@ class BuildSpec:
             "lock": self.lock_digest,
         }
 
-    def validate(self) -> "BuildSpec":
+    def validate(self) -> BuildSpec:
         """Check every input before any work starts; raise UsageError with one clear line."""
         prof = self.profile  # unknown OS/release
         if self.fmt not in FORMATS:
@@ -204,7 +279,7 @@ class BuildSpec:
         return json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()})
 
     @classmethod
-    def from_json(cls, text: str) -> "BuildSpec":
+    def from_json(cls, text: str) -> BuildSpec:
         data = json.loads(text)
         path_fields = {f.name for f in dataclasses.fields(cls) if "Path" in str(f.type)}
         for name in path_fields:

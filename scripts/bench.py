@@ -43,7 +43,8 @@ class Monitor(threading.Thread):
 
     def _container_rss(self) -> int:
         ids = subprocess.run(["docker", "ps", "-q", "--no-trunc", "--filter",
-                              f"label=trove-builder.output={self.output}"], capture_output=True, text=True).stdout.split()
+                              f"label=trove-builder.output={self.output}"],
+                             capture_output=True, text=True).stdout.split()
         rss = 0
         for cid in ids:
             for stat in (Path(f"/sys/fs/cgroup/memory/docker/{cid}/memory.stat"),
@@ -143,15 +144,17 @@ def write_report(results: dict, path_md: Path) -> None:
     lines = ["# trove-builder benchmark", "",
              f"Run {results['date']} on {results['host']} ({results['cpus']} CPUs), builder image "
              f"`{results['builder_image']}`; downloads cache warm at start: {results['downloads_warm']}.", "",
-             "| target | scenario | wall s | bootstrap | system | agent | hooks | normalize | assemble | export | cache I/O | reused | qcow2 MiB | virtual GiB | peak RSS MiB | peak disk MiB |",
+             "| target | scenario | wall s | bootstrap | system | agent | hooks | normalize | assemble | export "
+             "| cache I/O | reused | qcow2 MiB | virtual GiB | peak RSS MiB | peak disk MiB |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
     for row in results["rows"]:
         st = row["stages"]
-        cell = lambda n: "cached" if st.get(n) is None else f"{st[n]:.1f}"
-        lines.append(f"| {row['target']} | {row['scenario']} | {row['wall_seconds']:.1f} | " +
-                     " | ".join(cell(n) for n in ("bootstrap", "system", "agent", "hooks", "normalize", "assemble", "export")) +
+        cells = ["cached" if st.get(n) is None else f"{st[n]:.1f}"
+                 for n in ("bootstrap", "system", "agent", "hooks", "normalize", "assemble", "export")]
+        lines.append(f"| {row['target']} | {row['scenario']} | {row['wall_seconds']:.1f} | " + " | ".join(cells) +
                      f" | {row['cache_seconds']:.1f} | {row['reused'] or '-'} | {mib(row['qcow2_bytes'])} | "
-                     f"{row['virtual_bytes'] / 2**30:.0f} | {mib(row['peak_rss_bytes'])} | {mib(row['peak_disk_bytes'])} |")
+                     f"{row['virtual_bytes'] / 2**30:.0f} | {mib(row['peak_rss_bytes'])} | "
+                     f"{mib(row['peak_disk_bytes'])} |")
     lines += ["", "cache I/O: restoring and storing checkpoints. Peak RSS: the builder container's resident "
                   "memory (cgroup). Peak disk: growth of the cache's filesystem during the build (work dir, "
                   "checkpoints and image; statvfs), i.e. the free space a build needs; nothing is RAM-backed."]

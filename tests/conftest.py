@@ -18,7 +18,8 @@ ARCHIVES = {"ubuntu": "http://archive.ubuntu.com/ubuntu/dists/noble/Release",
             "debian": "http://deb.debian.org/debian/dists/bookworm/Release"}
 
 
-def run_tb(*args: str, check: bool = False, timeout: int = 1800, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_tb(*args: str, check: bool = False, timeout: int = 1800,
+           env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([*TB, *args], capture_output=True, text=True, timeout=timeout, check=check,
                           env={**os.environ, **(env or {})})
 
@@ -73,7 +74,8 @@ class ImageBuilds:
             if os_name == "ubuntu" and not archive_answers("ubuntu"):
                 pytest.skip("the Ubuntu archive (archive.ubuntu.com) does not answer from this machine")
             suffix = "-dev" if dev_mode else ""
-            out = self.root / f"{os_name}-{release}{suffix}-{abs(hash(extra)) % 10**6}" / f"trove-guest-{os_name}-{release}{suffix}.qcow2"
+            out = (self.root / f"{os_name}-{release}{suffix}-{abs(hash(extra)) % 10**6}"
+                   / f"trove-guest-{os_name}-{release}{suffix}.qcow2")
             out.parent.mkdir(parents=True, exist_ok=True)
             result = run_tb("build", os_name, release, str(dev_mode).lower(), "ubuntu", str(out),
                             "--builder-image", self.builder_image, *extra)
@@ -93,7 +95,8 @@ def images(builder_image, tmp_path_factory) -> ImageBuilds:
 @pytest.fixture(scope="session")
 def dev_key(tmp_path_factory):
     key = tmp_path_factory.mktemp("devkey") / "id_deploy"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "trove-dev-deploy", "-f", str(key)], check=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "trove-dev-deploy", "-f", str(key)],
+                   check=True)
     return key
 
 

@@ -15,10 +15,11 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from builder.cache.cas import sha256_file
 from builder.errors import UsageError
@@ -29,7 +30,6 @@ META = "meta.json"
 # hard links, device nodes and holes.
 TAR_KEEP = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "--sparse"]
 COMPRESS = "zstd -T0 -1"  # fast: a checkpoint is written on every cold build
-DEFAULT_LIMIT = "20G"
 
 
 def parse_size(text: str) -> int:

@@ -51,7 +51,7 @@ def tree_digest(root: Path, skip: frozenset[str] = frozenset()) -> str:
     return _digest(entries)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def code_digest() -> str:
     """The builder's own Python code (not the boot-test harness): a code change is a new cache."""
     package = Path(str(resources.files("builder")))
@@ -59,7 +59,7 @@ def code_digest() -> str:
     return _digest([(str(p.relative_to(package)), sha256_file(p)) for p in files])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def toolchain_id() -> str:
     """The tools that write the image: the builder image's ID, or this host's package versions."""
     image = os.environ.get("TROVE_BUILDER_IMAGE_ID")

@@ -12,8 +12,8 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from builder.claims.flock import FileLock
 from builder.errors import BuilderError

@@ -8,9 +8,9 @@ build left. The builder container watches this lock to learn that its CLI died (
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from builder.claims.flock import FileLock, holder
 from builder.errors import BuilderError

@@ -14,9 +14,9 @@ import os
 import signal
 import socket
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from builder.claims.flock import FileLock
 
@@ -38,7 +38,7 @@ class Watchdog:
             self._fd = -1
         self._thread = threading.Thread(target=self._watch, name="owner-watchdog", daemon=True)
 
-    def start(self) -> "Watchdog":
+    def start(self) -> Watchdog:
         self._thread.start()
         return self
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 from builder.proc import Log, run
 
@@ -72,7 +72,7 @@ class Chroot:
             run(["mount", "-o", "remount,bind,ro", target], self.log)
 
     @contextmanager
-    def session(self, caches: Mapping[str, Path] | None = None) -> Iterator["Chroot"]:
+    def session(self, caches: Mapping[str, Path] | None = None) -> Iterator[Chroot]:
         """Mount the API filesystems (and cache dirs) for the duration; undo on any exit."""
         policy = self.path("/usr/sbin/policy-rc.d")
         resolv = self.path("/etc/resolv.conf")

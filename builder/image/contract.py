@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from builder.context import ROOT_LABEL, TROVE_DIRS, VENV
 from builder.image import leaks
@@ -66,7 +65,8 @@ class ContractChecker:
             problems.append("docker-hostnic.socket")
         loader = "trove-image-loader.service" in units
         if loader != self.dev_mode:
-            problems.append(f"trove-image-loader.service enabled={loader} in {'dev' if self.dev_mode else 'production'}")
+            mode = "dev" if self.dev_mode else "production"
+            problems.append(f"trove-image-loader.service enabled={loader} in {mode}")
         return not problems, "missing/wrong: " + ", ".join(problems) if problems else "ok"
 
     def agent_venv(self):
@@ -89,7 +89,8 @@ class ContractChecker:
         text = self.img.read("/etc/sudoers.d/60_trove_guest") or ""
         ok = (entry is not None and entry.mode & 0o7777 == 0o440 and (entry.uid, entry.gid) == (0, 0)
               and re.search(rf"^{self.user}\s+ALL=\(ALL\)\s+NOPASSWD:\s*ALL", text, re.M) is not None)
-        return ok, f"mode={oct(entry.mode & 0o7777) if entry else None} owner={(entry.uid, entry.gid) if entry else None}"
+        mode, owner = (oct(entry.mode & 0o7777), (entry.uid, entry.gid)) if entry else (None, None)
+        return ok, f"mode={mode} owner={owner}"
 
     def trove_tree(self):
         ids = self._ids(self.user)

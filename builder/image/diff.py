@@ -96,7 +96,7 @@ class _Owners:
         self.starts = [[r[0] for r in runs] for runs in self.sides]
 
     def find(self, unit: int) -> tuple[str, str | None] | None:
-        for runs, starts in zip(self.sides, self.starts):
+        for runs, starts in zip(self.sides, self.starts, strict=True):
             i = bisect.bisect_right(starts, unit) - 1
             if i >= 0 and runs[i][0] <= unit <= runs[i][1]:
                 return runs[i][2], runs[i][3]
@@ -172,7 +172,7 @@ class ImageDiff:
             sides.append({"path": str(path), "format": info.get("format"), "virtual_size": info.get("virtual-size"),
                           "file_size": path.stat().st_size, "info": info})
         same_size = sides[0]["file_size"] == sides[1]["file_size"]
-        for side, path in zip(sides, self.paths):  # files of different sizes differ: skip reading them
+        for side, path in zip(sides, self.paths, strict=True):  # files of different sizes differ: skip reading them
             side["sha256"] = _sha256(path) if same_size else None
         self.report["a"], self.report["b"] = sides
         self.report["disk"] = [{"what": name, "a": _dig(sides[0]["info"], keys), "b": _dig(sides[1]["info"], keys)}
@@ -221,21 +221,22 @@ class ImageDiff:
         moved = offsets[0] != offsets[1] or sizes[0] != sizes[1]
         if not mine and not moved:
             return part
-        types = [_fs_type(img.raw, off, size) for img, off, size in zip(self.images, offsets, sizes)]
+        types = [_fs_type(img.raw, off, size) for img, off, size in zip(self.images, offsets, sizes, strict=True)]
         part["filesystem"] = types[0] if types[0] == types[1] else f"{types[0]} -> {types[1]}"
         owners, unit, rest = None, sector, "raw bytes (no filesystem read)"
         trees: list[Any] | None
         if types[0] == types[1] == "ext4":
             with ThreadPoolExecutor(2) as pool:
-                trees = list(pool.map(lambda x: Ext4Tree(x[0].raw, x[1]).scan(), zip(self.images, offsets)))
-            supers = [img.superblock(off) for img, off in zip(self.images, offsets)]
+                trees = list(pool.map(lambda x: Ext4Tree(x[0].raw, x[1]).scan(),
+                                      zip(self.images, offsets, strict=True)))
+            supers = [img.superblock(off) for img, off in zip(self.images, offsets, strict=True)]
             part["superblock"] = _pairs(supers[0], supers[1], dict.fromkeys([*supers[0], *supers[1]]))
             unit = int(supers[0].get("Block size", "4096"))
             owners = _Owners(*(_ext4_owners(t) for t in trees))
             rest = "blocks no file uses (free space)"
         elif types[0] == types[1] == "vfat":
             trees = [FatTree(img.raw, off, self.scratch / f"{side}-p{index + 1}").scan()
-                     for img, off, side in zip(self.images, offsets, "ab")]
+                     for img, off, side in zip(self.images, offsets, "ab", strict=True)]
             boots = [t.boot_sector() for t in trees]
             part["boot_sector"] = _pairs(boots[0], boots[1], dict.fromkeys([*boots[0], *boots[1]]))
             owners = _Owners(*(t.layout() for t in trees))
@@ -245,7 +246,8 @@ class ImageDiff:
         if trees:
             self.trees[index] = tuple(trees)
             part["files"] = compare_nodes(trees[0].nodes, trees[1].nodes)
-            part["file_counts"] = {s: sum(f["status"] == s for f in part["files"]) for s in ("added", "removed", "changed")}
+            part["file_counts"] = {s: sum(f["status"] == s for f in part["files"])
+                                   for s in ("added", "removed", "changed")}
         if mine:
             part["where"] = _where(mine, offsets[0], unit, owners, rest)
         return part

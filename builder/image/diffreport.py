@@ -53,7 +53,8 @@ def _places(report: dict) -> list[str]:
             name = f"partition {part['number']} {part['name']}"
             fs = part.get("filesystem")
             kinds = ", ".join(w["what"] for w in part["where"])
-            places.append(f"{fs} metadata of {name} ({kinds})" if fs in ("ext4", "vfat") else f"{name} ({part['kind']})")
+            places.append(f"{fs} metadata of {name} ({kinds})" if fs in ("ext4", "vfat")
+                          else f"{name} ({part['kind']})")
     places += [area["what"] for area in report["outside_partitions"]]
     return places
 
@@ -63,7 +64,8 @@ def render(report: dict) -> str:
     for side in ("a", "b"):
         d = report[side]
         digest = f", sha256 {d['sha256'][:16]}" if d["sha256"] else ""
-        lines.append(f"{side}  {d['path']}  {d['format']}, {size(d['virtual_size'])}, file {size(d['file_size'])}{digest}")
+        lines.append(f"{side}  {d['path']}  {d['format']}, {size(d['virtual_size'])}, "
+                     f"file {size(d['file_size'])}{digest}")
     if report.get("identical_files"):
         lines.append("identical: the two image files are the same bytes")
         return "\n".join(lines)

@@ -54,7 +54,7 @@ class Layout:
     root: Partition
 
     @classmethod
-    def for_size(cls, size_gb: int, esp_mib: int = 64) -> "Layout":
+    def for_size(cls, size_gb: int, esp_mib: int = 64) -> Layout:
         total = size_gb * 1024 * MIB
         sectors = total // SECTOR
         bios = Partition("bios", 2048, 2048, BIOS_BOOT_TYPE)

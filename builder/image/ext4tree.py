@@ -103,7 +103,7 @@ class Ext4Tree:
         while level:
             outputs = self._batch([f"ls -p <{ino}>" for _, ino in level])
             next_level = []
-            for (parent, _), text in zip(level, outputs):
+            for (parent, _), text in zip(level, outputs, strict=True):
                 for line in text.splitlines():
                     m = _LS_LINE.match(line)
                     if not m or m.group(1) == "0" or m.group(5) in ("", ".", ".."):
@@ -182,10 +182,10 @@ class Ext4Tree:
                 proc.kill()
                 proc.wait()
 
-    def scan(self) -> "Ext4Tree":
+    def scan(self) -> Ext4Tree:
         paths = self._list()
         inodes = sorted(set(paths.values()))
-        stats = dict(zip(inodes, self._batch([f"stat <{ino}>" for ino in inodes])))
+        stats = dict(zip(inodes, self._batch([f"stat <{ino}>" for ino in inodes]), strict=True))
         first: dict[int, Node] = {}
         for path in sorted(paths):
             ino = paths[path]
@@ -197,7 +197,7 @@ class Ext4Tree:
             self.journal = self._parse_stat("<journal>", JOURNAL_INODE, journal).blocks
         # Symlinks too long to sit in the inode keep their target in a data block.
         slow = [n for n in first.values() if n.kind == "symlink" and n.target is None]
-        for node, target in zip(slow, self._batch([f"cat <{n.inode}>" for n in slow])):
+        for node, target in zip(slow, self._batch([f"cat <{n.inode}>" for n in slow]), strict=True):
             node.target = target
         self._stream_contents([n for n in first.values() if n.kind == "regular" and n.size])
         empty = hashlib.sha256(b"").hexdigest()

@@ -46,7 +46,7 @@ class FatTree:
                 fields[key.strip()] = value.strip().strip('"')
         return fields
 
-    def scan(self) -> "FatTree":
+    def scan(self) -> FatTree:
         listing = self._mtools("mattrib", "-/", "::*")
         entries = {}
         for line in listing.stdout.splitlines():

@@ -78,5 +78,6 @@ def summary(hits: dict[str, list[str]], shown: int = 3) -> str:
     parts = []
     for text, paths in hits.items():
         more = ", ..." if len(paths) > shown else ""
-        parts.append(f"'{text}' in {len(paths)} file{'s' if len(paths) != 1 else ''} ({', '.join(paths[:shown])}{more})")
+        plural = "s" if len(paths) != 1 else ""
+        parts.append(f"'{text}' in {len(paths)} file{plural} ({', '.join(paths[:shown])}{more})")
     return "; ".join(parts)

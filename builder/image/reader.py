@@ -33,7 +33,7 @@ class Image:
         self.partitions: list[dict] = []
         self.root_offset = 0
 
-    def __enter__(self) -> "Image":
+    def __enter__(self) -> Image:
         if shutil.which("debugfs") is None:
             raise BuilderError("reading an image needs debugfs (Debian package e2fsprogs)")
         if not self.image.is_file():

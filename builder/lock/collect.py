@@ -236,7 +236,7 @@ def collect_python(ctx: BuildContext, chroot, store: ContentStore) -> list[dict[
     ca = host_ca_bundle_path(ctx.spec.ca_bundle)
     with ThreadPoolExecutor(max_workers=8) as pool:
         urls = list(pool.map(lambda f: _index_url_of(ctx.spec.pip_index_url, f["name"], f["filename"], ca), files))
-    for item, url in zip(files, urls):
+    for item, url in zip(files, urls, strict=True):
         item["url"] = url
     return files
 

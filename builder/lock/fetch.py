@@ -9,9 +9,9 @@ from __future__ import annotations
 import ssl
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 from builder.cache.cas import ContentStore, HashMismatch
 from builder.errors import BuilderError

@@ -11,9 +11,10 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from builder.errors import UsageError
 
@@ -42,7 +43,7 @@ class Lock:
 
     # -- reading -------------------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: Path) -> "Lock":
+    def load(cls, path: Path) -> Lock:
         """Read and check a lock file; anything wrong is one UsageError line naming the file."""
         if not path.is_file() or not os.access(path, os.R_OK):
             raise UsageError(f"lock file {path} is not a readable file")

@@ -26,7 +26,7 @@ _BY_HASH = re.compile(r"/by-hash/SHA256/([0-9a-f]{64})$")
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "_Proxy"
+    server: _Proxy
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         path = self.server.resolve(self.path)
@@ -157,7 +157,8 @@ class Replay:
             versions.setdefault((name, arch), []).append(version)
         for name, arch, version in sorted(installed - locked):
             other = versions.get((name, arch))
-            raise BuilderError(_mismatch("package", f"{name} ({arch})", version, " or ".join(sorted(other)) if other else None))
+            wanted = " or ".join(sorted(other)) if other else None
+            raise BuilderError(_mismatch("package", f"{name} ({arch})", version, wanted))
         for name, arch, version in sorted(locked - installed):
             raise BuilderError(_mismatch("package", f"{name} ({arch})", None, version))
 

@@ -9,8 +9,8 @@ or when this CLI now holds it (a new build to the same output). Containers witho
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from builder.claims.flock import FileLock
 

@@ -14,10 +14,11 @@ import re
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
+from builder import defaults
 from builder.verify import procs
 from builder.verify.configdrive import meta_data, trove_user_data, write_config_drive
 from builder.verify.console import CLOUD_INIT_DONE, KERNEL_STARTED, LOGIN_PROMPT, ConsoleWatcher
@@ -179,14 +180,14 @@ def run_boot_test(
     *,
     datastore: str = "mysql",
     datastore_version: str = "8.4",
-    guest_user: str = "ubuntu",
+    guest_user: str = defaults.GUEST_USER,
     firmware: str = "bios",
     timeout: float = DEFAULT_TIMEOUT,
     data_disk_gb: float | None = 2,
     controller_source: str | Path | None = None,
     controller_key: str | Path | None = None,
-    controller_user: str = "stack",
-    controller_path: str = "/opt/stack/trove",
+    controller_user: str = defaults.CONTROLLER_USER,
+    controller_path: str = defaults.CONTROLLER_PATH,
     console_log: str | Path | None = None,
     accel: str = "auto",
     rpc_timeout: float = 15.0,

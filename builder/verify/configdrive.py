@@ -12,8 +12,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import yaml
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>78cDEHM]")
 
@@ -103,7 +103,7 @@ class ConsoleWatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="console-watcher", daemon=True)
 
-    def start(self) -> "ConsoleWatcher":
+    def start(self) -> ConsoleWatcher:
         self._thread.start()
         return self
 
@@ -113,7 +113,7 @@ class ConsoleWatcher:
             self._thread.join(timeout=5)
         self.check()  # a last look
 
-    def __enter__(self) -> "ConsoleWatcher":
+    def __enter__(self) -> ConsoleWatcher:
         return self.start()
 
     def __exit__(self, *exc) -> None:

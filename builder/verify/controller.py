@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from builder import defaults
 from builder.errors import BuilderError
 from builder.verify.qemu import GuestFwd
 
@@ -106,8 +107,8 @@ class FakeController:
 
     source: Path
     client_key: Path
-    user: str = "stack"
-    path: str = "/opt/stack/trove"
+    user: str = defaults.CONTROLLER_USER
+    path: str = defaults.CONTROLLER_PATH
     host: str = "127.0.0.1"
     port: int = 0
     served: list[str] = field(default_factory=list)     # rsync commands run
@@ -125,7 +126,7 @@ class FakeController:
         self._tasks: set = set()
 
     # -- lifecycle -------------------------------------------------------------------------
-    def __enter__(self) -> "FakeController":
+    def __enter__(self) -> FakeController:
         self.start()
         return self
 

@@ -16,8 +16,9 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 MARKER_VAR = "TROVE_BOOT_TEST_OWNER"
 

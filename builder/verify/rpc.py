@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from builder.errors import BuilderError
 
@@ -110,7 +111,7 @@ class GuestClient:
         make_client = getattr(oslo_messaging, "get_rpc_client", None) or oslo_messaging.RPCClient  # < 14.1
         self.client = make_client(self.transport, self.target)
 
-    def __enter__(self) -> "GuestClient":
+    def __enter__(self) -> GuestClient:
         return self
 
     def __exit__(self, *exc) -> None:

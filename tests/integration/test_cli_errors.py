@@ -19,7 +19,8 @@ The cases of issue 5 item 1 and where each is tried (grow this list with the tes
   bad lock file: missing, not JSON, not a lock, bad hash ....... test_bad_lock_file
   lock for another OS than the arguments ...................... test_bad_lock_file
   lock of a local agent source or an https mirror ............. test_lock_refuses_what_it_cannot_replay
-  --offline with --runtime none, --offline without a lock ..... test_bad_lock_file, test_offline_without_a_lock_is_refused
+  --offline with --runtime none, --offline without a lock ..... test_bad_lock_file,
+                                                                 test_offline_without_a_lock_is_refused
   locked file not in the cache (offline), tampered hash ....... tests/integration/test_lock.py
 """
 
@@ -46,7 +47,7 @@ NO_SUCH_IMAGE = "trove-builder:no-such-tag"
 
 def assert_one_line_error(result, code, fragment):
     assert result.returncode == code, (result.stdout, result.stderr)
-    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("trove-builder: error: ") and fragment in lines[0], lines[0]
     assert "Traceback" not in result.stderr + result.stdout
@@ -142,7 +143,8 @@ def test_bad_input(args, fragment):
 LOCK = ('{"trove_builder_lock": 1, "source_date_epoch": 1767225600, "target": {"os": "debian", '
         '"release": "bookworm", "dev_mode": false, "guest_user": "ubuntu", "agent_version": "26.0.0", '
         '"agent_source": null, "mirror": "http://deb.debian.org/debian", "docker_source": "distro", '
-        '"pip_index_url": "https://pypi.org/simple", "controller_user": "stack", "controller_path": "/opt/stack/trove", '
+        '"pip_index_url": "https://pypi.org/simple", "controller_user": "stack", '
+        '"controller_path": "/opt/stack/trove", '
         '"sync_logs": false}, "apt": {"indexes": [], "packages": [{"name": "bash", "arch": "amd64", "version": "5.2", '
         '"url": "http://deb.debian.org/debian/pool/main/b/bash/bash_5.2_amd64.deb", "sha256": "SHA"}]}, '
         '"python": {"files": []}}')
@@ -276,7 +278,8 @@ def test_disk_full_during_the_build(tmp_path, builder_image):
     with tmpfs(tmp_path / "cache", "48m") as cache:
         result = run_tb(*build_args(out, "--cache-dir", str(cache), "--builder-image", builder_image),
                         env={"TROVE_BUILDER_SKIP_SPACE_CHECK": "1"}, timeout=600)
-        line = assert_one_line_error(result, 1, f"stage bootstrap failed: no space left on device in {cache}/work/build-")
+        line = assert_one_line_error(result, 1,
+                                     f"stage bootstrap failed: no space left on device in {cache}/work/build-")
         assert line.endswith("(work dir)")
         assert list((cache / "work").iterdir()) == []  # the scratch dir went
     assert list(out.parent.iterdir()) == []
@@ -328,7 +331,8 @@ def test_flaky_mirror_is_retried_then_accepted(tmp_path, failure):
 @pytest.mark.parametrize("docker_host,fragment", [
     ("unix://{tmp}/no-such.sock", "cannot reach the Docker engine at unix://{tmp}/no-such.sock (set by DOCKER_HOST): "
                                   "no such socket; is it running?"),
-    ("tcp://127.0.0.1:9", "cannot reach the Docker engine at tcp://127.0.0.1:9 (set by DOCKER_HOST): connection refused"),
+    ("tcp://127.0.0.1:9",
+     "cannot reach the Docker engine at tcp://127.0.0.1:9 (set by DOCKER_HOST): connection refused"),
     ("bogus://x", "cannot reach the Docker engine at bogus://x (set by DOCKER_HOST): Invalid bind address protocol"),
 ])
 def test_no_docker_engine(tmp_path, mirror, docker_host, fragment):

@@ -56,7 +56,10 @@ def make_image(tmp_path: Path, name: str, tree: Path, fs_uuid: str = FS_UUID, es
         fh.truncate(layout.total_bytes)
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(EPOCH), "E2FSPROGS_FAKE_TIME": str(EPOCH),
            "MTOOLS_SKIP_CHECK": "1", "TZ": "UTC"}
-    run = lambda *cmd, **kw: subprocess.run([str(c) for c in cmd], check=True, capture_output=True, env=env, **kw)
+
+    def run(*cmd, **kw):
+        return subprocess.run([str(c) for c in cmd], check=True, capture_output=True, env=env, **kw)
+
     run("sfdisk", "--no-reread", "--no-tell-kernel", "-q", raw, input=layout.sfdisk_script(LABEL_ID, PARTS).encode())
     run("mkfs.ext4", "-q", "-F", "-b", "4096", "-L", "cloudimg-rootfs", "-U", fs_uuid,
         "-E", f"hash_seed={fs_uuid},offset={layout.root.offset},root_owner=0:0",

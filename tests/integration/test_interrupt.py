@@ -217,7 +217,8 @@ def test_sigkill_of_a_runtime_none_build_leaves_mounts_the_next_build_removes(bu
     def start(tag: str) -> None:
         subprocess.run(["docker", "exec", "-d", name, "sh", "-c",
                         f"echo $$ > /tmp/{tag}.pid; exec trove-builder build debian bookworm false ubuntu "
-                        f"/out/{out.name} --runtime none --cache-dir /cache --no-cache > /tmp/{tag}.log 2>&1"], check=True)
+                        f"/out/{out.name} --runtime none --cache-dir /cache --no-cache > /tmp/{tag}.log 2>&1"],
+                       check=True)
 
     def build_mounts() -> list[str]:
         return [line.split()[4] for line in sh("cat /proc/self/mountinfo").splitlines()

@@ -14,7 +14,8 @@ def spec(tmp_path: Path, **kw) -> BuildSpec:
 
 def test_defaults_are_noble_production(tmp_path):
     s = spec(tmp_path).validate()
-    assert (s.os, s.release, s.dev_mode, s.guest_user, s.size_gb, s.fmt) == ("ubuntu", "noble", False, "ubuntu", 5, "qcow2")
+    assert (s.os, s.release, s.dev_mode, s.guest_user, s.size_gb, s.fmt) == (
+        "ubuntu", "noble", False, "ubuntu", 5, "qcow2")
     assert s.resolved_agent_version == "26.0.0"
 
 

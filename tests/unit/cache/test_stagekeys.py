@@ -70,7 +70,8 @@ def test_an_install_hook_change_leaves_a_host_side_hook_key_alone(tmp_path):
     common = {"extra-data.d/10-x": "#!/bin/sh\ntrue\n", "files/motd": "hi\n"}
     one = hook_dir(tmp_path, "one", {**common, "install.d/20-a": "#!/bin/sh\necho one\n"})
     two = hook_dir(tmp_path, "two", {**common, "install.d/20-a": "#!/bin/sh\necho two\n"})
-    three = hook_dir(tmp_path, "three", {**common, "files/motd": "changed\n", "install.d/20-a": "#!/bin/sh\necho one\n"})
+    three = hook_dir(tmp_path, "three",
+                     {**common, "files/motd": "changed\n", "install.d/20-a": "#!/bin/sh\necho one\n"})
     assert changed(keys(tmp_path, hooks_dir=one), keys(tmp_path, hooks_dir=two)) == ["image"]
     assert changed(keys(tmp_path, hooks_dir=one), keys(tmp_path, hooks_dir=three)) == ["system", "agent", "image"]
 

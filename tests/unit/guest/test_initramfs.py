@@ -67,7 +67,8 @@ def test_the_repacked_initramfs_has_the_same_files_links_and_clamped_times(tmp_p
     assert packed[:2] == b"\x1f\x8b" and packed[4:8] == b"\0\0\0\0", "gzip, without a time in its header"
     out = extract(packed, tmp_path / "out")
     assert (out / "bin/busybox").read_bytes() == b"\x7fELF pretend busybox" * 100
-    assert {os.stat(out / "bin" / n).st_ino for n in ("busybox", "sh", "mount", "cat")} == {os.stat(out / "bin/sh").st_ino}
+    inodes = {os.stat(out / "bin" / n).st_ino for n in ("busybox", "sh", "mount", "cat")}
+    assert inodes == {os.stat(out / "bin/sh").st_ino}
     assert os.stat(out / "bin/sh").st_nlink == 4
     assert os.readlink(out / "bin/ls") == "busybox"
     assert (out / "init").stat().st_mode & 0o777 == 0o755

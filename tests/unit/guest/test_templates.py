@@ -20,7 +20,8 @@ def fake_root(tmp_path: Path, user: str = "ubuntu") -> Path:
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
     uid, gid = os.getuid(), os.getgid()  # chown to ourselves works unprivileged too
-    (root / "etc/passwd").write_text(f"root:x:{uid}:{gid}::/root:/bin/sh\n{user}:x:{uid}:{gid}::/home/{user}:/bin/bash\n")
+    (root / "etc/passwd").write_text(f"root:x:{uid}:{gid}::/root:/bin/sh\n"
+                                     f"{user}:x:{uid}:{gid}::/home/{user}:/bin/bash\n")
     (root / "etc/group").write_text(f"root:x:{gid}:\n{user}:x:{gid}:\n")
     return root
 

@@ -76,7 +76,7 @@ def test_check_forbid_on_a_real_disk_image(tmp_path):
                                        "/usr/bin/tool": b"\0\0/usr/lib\0"})
     found = run_tb("check", str(disk), "--forbid", "/srv/build-host-42", "--forbid", "elsewhere")
     def scan_line(result):
-        return [" ".join(l.split()) for l in result.stdout.splitlines() if "no build-host strings" in l]
+        return [" ".join(line.split()) for line in result.stdout.splitlines() if "no build-host strings" in line]
 
     assert found.returncode == 1  # the other contract checks fail too on this bare disk
     assert scan_line(found) == ["FAIL no build-host strings '/srv/build-host-42' in 1 file (/etc/trove/conf.d/x.conf)"]

@@ -13,7 +13,8 @@ GOOD_CONSOLE = (
     "[    0.000000] Linux version 6.1.0-56-cloud-amd64\n"
     "Debian GNU/Linux 12 trove-boot-test ttyS0\n\n"
     "trove-boot-test login: [   62.4] cloud-init[593]: 2026-11-25 - util.py[WARNING]: Running module locale "
-    "(<module 'cloudinit.config.cc_locale' from '/usr/lib/python3/dist-packages/cloudinit/config/cc_locale.py'>) failed\n"
+    "(<module 'cloudinit.config.cc_locale' from "
+    "'/usr/lib/python3/dist-packages/cloudinit/config/cc_locale.py'>) failed\n"
     "[   88.8] cloud-init[746]: Cloud-init v. 22.4.2 finished at Wed, 25 Nov 2026 08:32:38 +0000. Datasource "
     "DataSourceConfigDrive [net,ver=2][source=/dev/sr0].  Up 88.80 seconds\n"
 )
