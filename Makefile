@@ -21,7 +21,7 @@ PYTEST_ARGS ?=
 
 LOCK      ?= $(basename $(OUTPUT)).lock.json
 
-.PHONY: setup image lock image-locked builder builder-base venv test test-fast bench clean
+.PHONY: setup image lock image-locked builder builder-base venv lint test test-fast bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,8 +55,13 @@ lock: venv  ## make lock OS=debian RELEASE=bookworm -> images/trove-guest-debian
 image-locked: venv  ## make image-locked LOCK=file.lock.json [OUTPUT=...] [BUILD_ARGS=--offline]: exactly what the lock names
 	$(TB) build --lock $(LOCK) -o $(OUTPUT) --builder-image $(BUILDER_IMAGE) $(BUILD_ARGS)
 
-test: venv  ## the whole suite, real builds and boots included
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+lint: venv  ## ruff (style, imports, bugbear) and mypy (types): seconds
+	$(VENV)/bin/ruff check builder tests scripts
+	$(VENV)/bin/mypy
+
+test: lint  ## fails fast: lint, then the unit tests, then the slow suite (real builds and boots)
+	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m slow $(PYTEST_ARGS)
 
 test-fast: venv  ## unit tests only (seconds)
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)

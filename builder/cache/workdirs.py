@@ -15,21 +15,21 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from builder.claims.flock import FileLock
+from builder.claims.flock import Flock
 from builder.errors import BuilderError
 from builder.guest.chroot import mounts_below, unmount_all
 
-LOCK_SUFFIX = ".lock"
+CLAIM_SUFFIX = ".lock"
 
 
-def lock_path(work_dir: Path) -> Path:
-    return work_dir.with_name(work_dir.name + LOCK_SUFFIX)
+def claim_path(work_dir: Path) -> Path:
+    return work_dir.with_name(work_dir.name + CLAIM_SUFFIX)
 
 
 class Claim:
     """This process's ownership of a work dir in the cache (no-op for a --work-dir)."""
 
-    def __init__(self, lock: FileLock | None):
+    def __init__(self, lock: Flock | None):
         self.lock = lock
 
     def release(self) -> None:
@@ -43,7 +43,7 @@ def claim(work_dir: Path, owned: bool) -> Claim:
     if not owned:
         return Claim(None)
     work_dir.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock.try_acquire(lock_path(work_dir), holder=f"pid {os.getpid()}")
+    lock = Flock.try_acquire(claim_path(work_dir), holder=f"pid {os.getpid()}")
     if lock is None:
         raise BuilderError(f"work dir {work_dir} is in use by another build")
     return Claim(lock)
@@ -52,11 +52,11 @@ def claim(work_dir: Path, owned: bool) -> Claim:
 def reap_stale(cache_dir: Path, say: Callable[[str], None]) -> list[str]:
     """Remove work dirs whose build is dead: kill what still runs in them, unmount, delete."""
     removed = []
-    for lock_file in sorted((cache_dir / "work").glob(f"build-*{LOCK_SUFFIX}")):
-        lock = FileLock.try_acquire(lock_file, create=False)
+    for lock_file in sorted((cache_dir / "work").glob(f"build-*{CLAIM_SUFFIX}")):
+        lock = Flock.try_acquire(lock_file, create=False)
         if lock is None:
             continue  # its build is alive
-        work_dir = lock_file.with_name(lock_file.name[: -len(LOCK_SUFFIX)])
+        work_dir = lock_file.with_name(lock_file.name[: -len(CLAIM_SUFFIX)])
         try:
             kill_processes_in(work_dir)
             remove_work_dir(work_dir)

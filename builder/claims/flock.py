@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 
-class FileLock:
+class Flock:
     """An exclusive lock held on `path` by this process until release() or exit."""
 
     def __init__(self, path: Path, fd: int):
@@ -21,19 +21,19 @@ class FileLock:
         self.fd = fd
 
     @classmethod
-    def try_acquire(cls, path: Path, holder: str | None = None, create: bool = True) -> FileLock | None:
+    def try_acquire(cls, path: Path, holder: str | None = None, create: bool = True) -> Flock | None:
         """The lock, or None if another process holds it (or, with create=False, no file is there)."""
         return cls._acquire(path, holder, create, blocking=False)
 
     @classmethod
-    def acquire(cls, path: Path, holder: str | None = None) -> FileLock:
+    def acquire(cls, path: Path, holder: str | None = None) -> Flock:
         """The lock, waiting as long as another process holds it (a signal still interrupts)."""
         lock = cls._acquire(path, holder, create=True, blocking=True)
         assert lock is not None  # blocking, creating: only an exception ends the wait without the lock
         return lock
 
     @classmethod
-    def _acquire(cls, path: Path, holder: str | None, create: bool, blocking: bool) -> FileLock | None:
+    def _acquire(cls, path: Path, holder: str | None, create: bool, blocking: bool) -> Flock | None:
         while True:
             try:
                 fd = _open(path, create)

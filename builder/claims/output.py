@@ -2,7 +2,7 @@
 
 A second build to the same output fails at once instead of racing the first for the same
 temporary names. The holder owns every temporary name of its output, so it sweeps those a killed
-build left. The builder container watches this lock to learn that its CLI died (watchdog.py).
+build left. The builder container watches this lock to learn that its CLI died (claims/watchdog.py).
 """
 
 from __future__ import annotations
@@ -12,20 +12,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from builder.claims.flock import FileLock, holder
+from builder.claims.flock import Flock, holder
 from builder.errors import BuilderError
 from builder.publish import checksum_path, manifest_path, partial_files
 
 
-def lock_path(output: Path) -> Path:
+def claim_path(output: Path) -> Path:
     return output.with_name(f".{output.name}.lock")
 
 
 @contextmanager
-def hold_output(output: Path) -> Iterator[FileLock]:
-    path = lock_path(output)
+def hold_output(output: Path) -> Iterator[Flock]:
+    path = claim_path(output)
     try:
-        lock = FileLock.try_acquire(path, holder=f"pid {os.getpid()}")
+        lock = Flock.try_acquire(path, holder=f"pid {os.getpid()}")
     except OSError as exc:
         raise BuilderError(f"cannot lock {path}: {exc.strerror}") from None
     if lock is None:

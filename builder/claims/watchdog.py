@@ -1,6 +1,6 @@
 """Inside the builder container: stop the build as soon as the CLI that started it is gone.
 
-The CLI holds the output lock (output_lock.py) for the whole build, and the container sees that
+The CLI holds the output claim (claims/output.py) for the whole build, and the container sees that
 file through its /out mount. If the lock can be taken, its holder died without stopping us
 (SIGKILL, OOM killer, a lost session): the watchdog keeps the lock, so no new build to the same
 output starts while this one cleans up, and interrupts the main thread, which unwinds exactly as
@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from builder.claims.flock import FileLock
+from builder.claims.flock import Flock
 
 # The container's path of the lock its CLI holds (set by runtime/container.py).
-OWNER_LOCK_ENV = "TROVE_BUILDER_OWNER_LOCK"
+OWNER_CLAIM_ENV = "TROVE_BUILDER_OWNER_LOCK"
 POLL_SECONDS = 1.0
 
 
@@ -29,7 +29,7 @@ class Watchdog:
     def __init__(self, path: Path, poll: float = POLL_SECONDS):
         self.path = path
         self.poll = poll
-        self.taken: FileLock | None = None
+        self.taken: Flock | None = None
         self._stop = threading.Event()
         self._main = threading.main_thread().ident or 0  # set once the main thread runs, as it does here
         try:  # the very file the CLI locked, even if the path is later reused
@@ -51,7 +51,7 @@ class Watchdog:
                 except BlockingIOError:
                     if self._stop.wait(self.poll):
                         return
-            self.taken = FileLock(self.path, self._fd)
+            self.taken = Flock(self.path, self._fd)
             self.taken.describe(f"build container {socket.gethostname()}, cleaning up after its CLI died")
         if not self._stop.is_set():
             # SIGINT: Python handles it from the start (even as PID 1, where an unhandled
@@ -72,7 +72,7 @@ class Watchdog:
 @contextmanager
 def watch_owner(path: str | None = None) -> Iterator[Watchdog | None]:
     """Run the body under a watchdog on the owner lock named by $TROVE_BUILDER_OWNER_LOCK, if set."""
-    path = path or os.environ.get(OWNER_LOCK_ENV)
+    path = path or os.environ.get(OWNER_CLAIM_ENV)
     if not path:
         yield None
         return

@@ -8,8 +8,8 @@ import sys
 import uuid
 from pathlib import Path
 
-from builder.claims.output import lock_path
-from builder.claims.watchdog import OWNER_LOCK_ENV
+from builder.claims.output import claim_path
+from builder.claims.watchdog import OWNER_CLAIM_ENV
 from builder.errors import BuilderError
 from builder.progress import EVENTS_ENV, Reporter, parse_line
 from builder.runtime import reaper
@@ -115,7 +115,7 @@ def build(spec: BuildSpec, engine: str, reporter: Reporter) -> int:
                            f"'make builder' or pass --builder-image") from None
     if spec.lock_file is not None:
         _warn_other_builder(spec.lock_file, image.id)
-    own_lock = lock_path(spec.output.resolve())  # held by the CLI (cli.build) for the whole build
+    own_lock = claim_path(spec.output.resolve())  # held by the CLI (cli.build) for the whole build
     reaper.reap_stale_containers(client, own_lock, STOP_TIMEOUT, lambda line: print(line, flush=True))
     volumes, inner = _mounts(spec)
     env = {"TROVE_BUILDER_CACHE_SHOWN_AS": str(spec.cache_dir.resolve()),
@@ -125,7 +125,7 @@ def build(spec: BuildSpec, engine: str, reporter: Reporter) -> int:
            # The stage cache's tool identity: a new builder image never reuses another's checkpoints.
            "TROVE_BUILDER_IMAGE_ID": image.id,
            EVENTS_ENV: "1",
-           OWNER_LOCK_ENV: str(inner.output.with_name(own_lock.name))}
+           OWNER_CLAIM_ENV: str(inner.output.with_name(own_lock.name))}
     name = f"trove-builder-{uuid.uuid4().hex[:12]}"
     container = client.containers.create(
         spec.builder_image,

@@ -12,7 +12,7 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from builder.claims.flock import FileLock
+from builder.claims.flock import Flock
 
 LABEL = "trove-builder"
 LOCK_LABEL = f"{LABEL}.lock"
@@ -28,7 +28,7 @@ def owner_gone(lock: Path) -> bool:
     if not lock.parent.is_dir():
         return False
     try:
-        held = FileLock.try_acquire(lock, create=False)
+        held = Flock.try_acquire(lock, create=False)
     except OSError:
         return False
     if held is None:

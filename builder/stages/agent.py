@@ -56,7 +56,7 @@ def _install_venv(ctx: BuildContext, chroot: Chroot) -> None:
                 ctx.log.write("agent: not every requirement has a wheel: installing the build packages\n")
                 _install_build_tools(ctx, chroot)
             _install_agent(ctx, chroot, wheels_only=False)
-    # Byte-compile once, reproducibly (builder/pyc.py): with hashes instead of source times where
+    # Byte-compile once, reproducibly (builder/guest/pyc.py): with hashes instead of source times where
     # Python has them (3.7+); before that the .pyc carries its source's mtime, so those are clamped
     # first (the normalize stage clamps them to the same value later, and the .pyc stay valid).
     if prof.python_version >= (3, 7):

@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 
 from builder.cache import workdirs
-from builder.claims.flock import FileLock
-from builder.claims.output import lock_path as output_lock_path
+from builder.claims.flock import Flock
+from builder.claims.output import claim_path as output_claim_path
 from builder.guest.chroot import mounts_below
 from tests.conftest import run_tb
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from builder.claims.flock import FileLock
-lock = FileLock.try_acquire(Path(sys.argv[1]), holder=sys.argv[2])
+from builder.claims.flock import Flock
+lock = Flock.try_acquire(Path(sys.argv[1]), holder=sys.argv[2])
 print("held" if lock else "busy", flush=True)
 time.sleep(600)
 """
@@ -43,10 +43,10 @@ def test_a_held_lock_is_refused_and_free_once_its_holder_is_killed(tmp_path):
     path = tmp_path / "x.lock"
     holder = holder_process(path)
     try:
-        assert FileLock.try_acquire(path) is None
+        assert Flock.try_acquire(path) is None
     finally:
         kill(holder)
-    lock = FileLock.try_acquire(path)
+    lock = Flock.try_acquire(path)
     assert lock is not None
     lock.release()
     assert not path.exists()
@@ -54,7 +54,7 @@ def test_a_held_lock_is_refused_and_free_once_its_holder_is_killed(tmp_path):
 
 def test_a_second_build_to_the_same_output_fails_at_once(tmp_path):
     out = tmp_path / "guest.qcow2"
-    holder = holder_process(output_lock_path(out), "pid 4242")
+    holder = holder_process(output_claim_path(out), "pid 4242")
     try:
         started = time.monotonic()
         # A missing builder image: were the lock ignored, this would fail differently (and fast).
@@ -134,10 +134,10 @@ def test_stale_work_dirs_go_with_their_mounts_and_processes_live_and_unowned_one
     subprocess.run(["mount", "--bind", str(precious), str(dead / "rootfs" / "dev")], check=True)
     orphan = subprocess.Popen([sys.executable, "-c", CHROOTED, str(dead / "rootfs")], stdout=subprocess.PIPE, text=True)
     assert orphan.stdout.readline().strip() == "inside"
-    FileLock.try_acquire(workdirs.lock_path(dead)).release(remove=False)
+    Flock.try_acquire(workdirs.claim_path(dead)).release(remove=False)
     live = work / "build-live"
     live.mkdir()
-    alive = holder_process(workdirs.lock_path(live))
+    alive = holder_process(workdirs.claim_path(live))
     kept = work / "build-kept"  # no lock file: --keep-work-dir, or an older trove-builder's
     kept.mkdir()
     visitor = subprocess.Popen(["sleep", "600"], cwd=dead)  # someone looking around in it: spared
@@ -154,7 +154,7 @@ def test_stale_work_dirs_go_with_their_mounts_and_processes_live_and_unowned_one
     assert removed == ["build-dead"]
     assert said == ["trove-builder: removed 1 stale work dir(s) of killed builds: build-dead"]
     assert orphan.returncode == -9
-    assert not dead.exists() and not workdirs.lock_path(dead).exists()
+    assert not dead.exists() and not workdirs.claim_path(dead).exists()
     assert (precious / "null").read_text() == "must survive", "followed into a mount"
     assert live.is_dir() and kept.is_dir() and visitor_alive
     assert mounts_below(tmp_path) == []
