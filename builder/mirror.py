@@ -27,7 +27,7 @@ class Transient(Exception):
     """One failed attempt that may succeed if asked again."""
 
 
-def _timeout() -> float:
+def net_timeout() -> float:
     text = os.environ.get("TROVE_BUILDER_NET_TIMEOUT", "")
     try:
         return float(text) if text else 20.0
@@ -35,7 +35,7 @@ def _timeout() -> float:
         return 20.0
 
 
-def _reason(exc: BaseException) -> str:
+def net_failure(exc: BaseException) -> str:
     """The cause in a few words: 'Connection refused', 'HTTP 503 Service Unavailable', 'timed out'."""
     if isinstance(exc, urllib.error.HTTPError):
         return f"HTTP {exc.code} {exc.reason}"
@@ -53,16 +53,16 @@ def _reason(exc: BaseException) -> str:
 def _fetch_status(url: str, context: ssl.SSLContext | None) -> int:
     """GET the headers of `url` (the body is not needed): its status, or Transient/HTTPError."""
     try:
-        with urllib.request.urlopen(url, timeout=_timeout(), context=context) as resp:
+        with urllib.request.urlopen(url, timeout=net_timeout(), context=context) as resp:
             return getattr(resp, "status", 200) or 200
     except urllib.error.HTTPError as exc:
         if exc.code in TRANSIENT_HTTP:
-            raise Transient(_reason(exc)) from None
+            raise Transient(net_failure(exc)) from None
         return exc.code
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         if isinstance(exc, urllib.error.URLError) and url.startswith("file:"):
             return 404
-        raise Transient(_reason(exc)) from None
+        raise Transient(net_failure(exc)) from None
 
 
 def probe(mirror: str, release: str, ca_bundle: Path | None = None, backoff: Backoff | None = None,

@@ -16,7 +16,7 @@ from pathlib import Path
 from builder.cache.cas import ContentStore, HashMismatch
 from builder.errors import BuilderError
 from builder.lock.lockfile import Artifact, Lock
-from builder.mirror import _reason, _timeout
+from builder.mirror import net_failure, net_timeout
 from builder.retry import Backoff, with_backoff
 
 WORKERS = 6
@@ -41,7 +41,7 @@ def _download(art: Artifact, store: ContentStore, context: ssl.SSLContext | None
     tmp = store.new_temp(art.sha256 + f"-{id(art)}")
 
     def once() -> int:
-        with urllib.request.urlopen(art.url, timeout=_timeout(), context=context) as response, open(tmp, "wb") as fh:
+        with urllib.request.urlopen(art.url, timeout=net_timeout(), context=context) as response, open(tmp, "wb") as fh:
             size = 0
             while block := response.read(1 << 20):
                 fh.write(block)
@@ -55,9 +55,9 @@ def _download(art: Artifact, store: ContentStore, context: ssl.SSLContext | None
             if exc.code == 404:
                 raise BuilderError(f"{art.label}: {art.url} is gone from its server (404); a snapshot mirror, "
                                    f"or the cache of the host that made the lock, still has it") from None
-            raise BuilderError(f"{art.label}: cannot download {art.url}: {_reason(exc)}") from None
+            raise BuilderError(f"{art.label}: cannot download {art.url}: {net_failure(exc)}") from None
         except (urllib.error.URLError, OSError) as exc:
-            raise BuilderError(f"{art.label}: cannot download {art.url}: {_reason(exc)}") from None
+            raise BuilderError(f"{art.label}: cannot download {art.url}: {net_failure(exc)}") from None
         try:
             store.add_file(tmp, art.sha256)
         except HashMismatch as exc:
