@@ -378,6 +378,48 @@ def boot_test(
         raise typer.Exit(1)
 
 
+@app.command("register")
+@guarded
+def register_command(
+    image: Path = typer.Argument(..., help="Image built by trove-builder (its .manifest.json beside it)."),
+    datastore: str = typer.Option(..., "--datastore", help="Datastore name, e.g. mysql."),
+    version: str = typer.Option(..., "--version", help="Datastore version name, e.g. 8.4."),
+    manager: Optional[str] = typer.Option(None, "--manager", help="Datastore manager (default: the datastore name)."),
+    version_number: Optional[str] = typer.Option(None, "--version-number",
+                                                 help="The database's image tag (default: the version name)."),
+    os_cloud: Optional[str] = typer.Option(None, "--os-cloud", "--cloud", help="Cloud in clouds.yaml "
+                                           "(default: OS_CLOUD or the OS_* variables)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Glance image name (default: the file's stem)."),
+    default: bool = typer.Option(False, "--default", help="Make this the datastore's default version."),
+    image_tags: Optional[str] = typer.Option(None, "--image-tags", help="Comma-separated: the version picks the "
+                                             "newest image with these tags (and trove) instead of this image's ID."),
+    rules: Optional[Path] = typer.Option(None, "--rules", help="validation-rules.json (default: the installed "
+                                         "trove package's for the manager)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the calls it would make; change nothing."),
+    emit: Optional[str] = typer.Option(None, "--emit", help="trove-manage: print the equivalent "
+                                       "`openstack image create` + `trove-manage` commands instead."),
+) -> None:
+    """Upload an image to Glance and register it as a Trove datastore version (safe to run twice)."""
+    from .register.plan import Request, describe, make_plan
+
+    if emit not in (None, "trove-manage"):
+        raise UsageError(f"--emit knows only trove-manage, not '{emit}'")
+    tags = tuple(t.strip() for t in (image_tags or "").split(",") if t.strip())
+    plan = make_plan(Request(image=image, datastore=datastore, version=version, manager=manager,
+                             version_number=version_number, name=name, default=default, image_tags=tags,
+                             rules=rules))
+    if emit:
+        from .register.emit import trove_manage_script
+
+        print(trove_manage_script(plan), end="")
+    elif dry_run:
+        print("\n".join(describe(plan)))
+    else:
+        from .register.run import register
+
+        register(plan, os_cloud, log=lambda line: print(line, flush=True))
+
+
 cache_app = typer.Typer(help="The stage cache: checkpoints reused by later builds.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 CACHE_DIR_OPTION = typer.Option(default_cache_dir(), "--cache-dir", envvar="TROVE_BUILDER_CACHE")
