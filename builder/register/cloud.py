@@ -3,6 +3,7 @@ turning the client libraries' exceptions into the one line an operator needs."""
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any, Optional
 
@@ -18,6 +19,8 @@ def connect(os_cloud: Optional[str]) -> Any:
         import troveclient  # noqa: F401 - checked up front: a missing client must not strike after the upload
     except ImportError as exc:
         raise MissingExtra(exc.name or "openstacksdk") from None
+    # keystoneauth logs its retries and version-discovery fallbacks; the one error line says it all.
+    logging.getLogger("keystoneauth").setLevel(logging.CRITICAL)
     try:
         conn = openstack.connect(cloud=os_cloud, load_yaml_config=True, load_envvars=True)
         conn.authorize()

@@ -21,12 +21,15 @@ def register(plan: Plan, os_cloud: Optional[str], log: Callable[[str], None] = p
     from . import glance, trove
 
     done: list[str] = []
-    step = "glance"
+    step = "trove"
     try:
+        # Trove first: a user without the admin role is stopped before anything is uploaded.
+        tc = trove.trove_client(conn)
+        trove.find_version(tc, plan)
+        step = "glance"
         image = glance.ensure_image(conn, plan, digests, log)
         done += image.changes
         step = "trove"
-        tc = trove.trove_client(conn)
         version = trove.ensure_version(tc, plan, image.id, log)
         done += version.changes
         done += trove.ensure_parameters(tc, plan, version.id)

@@ -20,6 +20,7 @@ from tests.integration.test_cli_errors import assert_one_line_error
 RULES = {"configuration-parameters": [
     {"name": "max_connections", "restart_required": False, "max": 100000, "min": 1, "type": "integer"},
     {"name": "sql_mode", "restart_required": False, "type": "string"},
+    {"name": "autocommit", "restart_required": False, "type": "boolean"},
 ]}
 
 
@@ -56,7 +57,8 @@ def test_plan_takes_facts_from_the_manifest(built):
     assert plan.tags == ("trove", "mysql") and plan.by_tags == ()
     assert plan.min_disk_gb == 6  # 5 GiB + 1 byte rounds up
     assert plan.manager == "mysql" and plan.version_number == "8.4"
-    assert [p.name for p in plan.parameters] == ["max_connections", "sql_mode"]
+    assert [p.name for p in plan.parameters] == ["max_connections", "sql_mode", "autocommit"]
+    assert [p.name for p in plan.manage_only_parameters] == ["autocommit"]  # the API takes no booleans
     assert plan.parameters[0].max_size == "100000" and plan.parameters[1].min_size is None
 
 
@@ -89,7 +91,7 @@ def test_emit_by_tags_names_no_image(built):
     plan = make_plan(Request(image=built, datastore="mysql", version="8.4", image_tags=("mysql",),
                              rules=built.parent / "rules.json"))
     version_line = [l for l in trove_manage_script(plan).splitlines() if "datastore_version_update" in l][0]
-    assert shlex.split(version_line)[4:] == ["", "", "1", "--image-tags", "trove,mysql", "--version", "8.4"]
+    assert shlex.split(version_line)[5:] == ["", "", "1", "--image-tags", "trove,mysql", "--version", "8.4"]
 
 
 def test_dry_run_and_emit_need_no_cloud(built, tmp_path):
@@ -98,7 +100,8 @@ def test_dry_run_and_emit_need_no_cloud(built, tmp_path):
                  "--dry-run", env=no_cloud_env(tmp_path))
     assert dry.returncode == 0, dry.stderr
     assert "glance: [create image 'trove-guest-debian-bookworm'" in dry.stdout
-    assert "2 in " + rules in dry.stdout
+    assert "the 2 the API accepts in " + rules in dry.stdout
+    assert "note: 1 of 3 configuration parameters cannot go through Trove's API" in dry.stdout
     emit = run_tb("register", str(built), "--datastore", "mysql", "--version", "8.4", "--rules", rules,
                   "--emit", "trove-manage", env=no_cloud_env(tmp_path))
     assert emit.returncode == 0, emit.stderr

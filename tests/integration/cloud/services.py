@@ -24,7 +24,7 @@ from typing import Iterator
 
 from builder.verify import procs
 
-from .venvs import service_venv
+from .venvs import service_venv, service_venvs
 
 HOST = "127.0.0.1"
 SQLITE_BIGINT = Path(__file__).resolve().parent / "sqlite_bigint.py"
@@ -227,6 +227,7 @@ def running_cloud() -> Iterator[Cloud]:
     marker = procs.new_marker("cloud")
     admin_password, service_password, member_password = (secrets.token_hex(12) for _ in range(3))
     running: dict[str, subprocess.Popen] = {}
+    service_venvs()
     try:
         running["keystone"], keystone_url = start_keystone(root, marker, admin_password)
         running["glance"], glance_url, store = start_glance(root, marker, keystone_url, service_password)
