@@ -21,7 +21,12 @@ PYTEST_ARGS ?=
 
 LOCK      ?= $(basename $(OUTPUT)).lock.json
 
-.PHONY: setup image lock image-locked builder builder-base venv test test-fast bench clean
+IMAGE     ?= $(OUTPUT)
+DATASTORE ?= mysql
+VERSION   ?= 8.4
+REGISTER_ARGS ?=
+
+.PHONY: setup image lock image-locked builder builder-base venv test test-fast bench clean register
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +59,9 @@ lock: venv  ## make lock OS=debian RELEASE=bookworm -> images/trove-guest-debian
 
 image-locked: venv  ## make image-locked LOCK=file.lock.json [OUTPUT=...] [BUILD_ARGS=--offline]: exactly what the lock names
 	$(TB) build --lock $(LOCK) -o $(OUTPUT) --builder-image $(BUILDER_IMAGE) $(BUILD_ARGS)
+
+register: venv  ## make register IMAGE=... DATASTORE=mysql VERSION=8.4 [REGISTER_ARGS="--default --os-cloud NAME"]: Glance + Trove
+	$(TB) register $(IMAGE) --datastore $(DATASTORE) --version $(VERSION) $(REGISTER_ARGS)
 
 test: venv  ## the whole suite, real builds and boots included
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
