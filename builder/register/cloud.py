@@ -56,6 +56,8 @@ def translate(exc: Exception, service: str) -> RegisterError:
         return RegisterError(f"cannot reach {service}: {text}")
     if isinstance(exc, ka.EndpointNotFound):
         return RegisterError(f"no {service} endpoint in the service catalog: {text}")
+    if service != "keystone" and status == 401:  # trove-api answers a non-admin token with 401
+        return RegisterError(f"{service} refused (401: {text}): {NEEDS_ADMIN}")
     if isinstance(exc, ka.Unauthorized) or status == 401:
         return RegisterError(f"{service} refused the credentials (401): {text}")
     if status == 403:

@@ -79,7 +79,8 @@ def ensure_version(tc: Any, plan: Plan, image_id: str, log) -> VersionResult:
             packages=plan.packages, active=_json(plan.active), default=_json(plan.default),
             image_tags=list(plan.by_tags), version=plan.version_number)
         version = find_version(tc, plan)
-        return VersionResult(version.id, [f"{label} created ({'image tags ' + ','.join(plan.by_tags) if plan.by_tags else 'image ' + image_id})"])
+        source = f"image tags {','.join(plan.by_tags)}" if plan.by_tags else f"image {image_id}"
+        return VersionResult(version.id, [f"{label} created ({source})"])
     wanted = _differences(version, plan, image_id)
     if not wanted:
         return VersionResult(version.id)

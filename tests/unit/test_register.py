@@ -126,7 +126,8 @@ def test_bad_input_before_any_cloud_call(built, tmp_path, case):
     args: list[str] = []
     image = built
     fragment = {"no image": "no image at", "no manifest": "no build manifest beside the image",
-                "bad manifest": "is not a trove-builder manifest", "unknown manager": "unknown datastore manager 'oracle'",
+                "bad manifest": "is not a trove-builder manifest",
+                "unknown manager": "unknown datastore manager 'oracle'",
                 "bad name": "version '8.4; rm' must be", "no rules": "no rules file at",
                 "bad rules": "is not a validation-rules.json", "bad emit": "--emit knows only trove-manage"}[case]
     if case == "no image":

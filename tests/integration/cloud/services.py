@@ -171,14 +171,16 @@ def trove_command(venv: Path, script: str) -> list:
     return [venv / "bin" / "python", SQLITE_BIGINT, venv / "bin" / script]
 
 
-def start_trove(root: Path, marker: str, keystone_url: str, password: str) -> tuple[subprocess.Popen, str, Path, Path]:
+def start_trove(root: Path, marker: str, keystone_url: str,
+                password: str) -> tuple[subprocess.Popen, str, Path, Path]:
     """trove-api alone: registration uses only its management API, which makes no RPC call, so the
     message bus is oslo.messaging's in-process fake:// transport instead of a broker."""
     venv = service_venv("trove")
     port = procs.free_port(HOST)
     conf = root / "trove.conf"
     conf.write_text(_ini({
-        "DEFAULT": {"bind_host": HOST, "bind_port": port, "trove_api_workers": 1, "log_file": root / "trove-service.log",
+        "DEFAULT": {"bind_host": HOST, "bind_port": port, "trove_api_workers": 1,
+                    "log_file": root / "trove-service.log",
                     "api_paste_config": venv / "etc" / "trove" / "api-paste.ini", "transport_url": "fake://",
                     "control_exchange": "trove"},
         "database": {"connection": f"sqlite:///{root / 'trove.db'}"},
