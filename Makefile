@@ -21,7 +21,12 @@ PYTEST_ARGS ?=
 
 LOCK      ?= $(basename $(OUTPUT)).lock.json
 
-.PHONY: setup image lock image-locked builder builder-base venv lint test test-fast bench clean
+IMAGE     ?= $(OUTPUT)
+DATASTORE ?= mysql
+VERSION   ?= 8.4
+REGISTER_ARGS ?=
+
+.PHONY: setup image lock image-locked builder builder-base venv lint test test-fast bench clean register
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +68,9 @@ lint: venv  ## ruff (style, imports, bugbear) and mypy (types): seconds
 test: lint  ## fails fast: lint, then the unit tests, then the slow suite (real builds and boots)
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 	$(VENV)/bin/pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+register: venv  ## make register IMAGE=... DATASTORE=mysql VERSION=8.4 [REGISTER_ARGS="--default --os-cloud NAME"]: Glance + Trove
+	$(TB) register $(IMAGE) --datastore $(DATASTORE) --version $(VERSION) $(REGISTER_ARGS)
 
 test-fast: venv  ## unit tests only (seconds)
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)

@@ -358,6 +358,51 @@ def boot_test(
         raise typer.Exit(1)
 
 
+@app.command("register")
+@guarded
+def register_command(
+    image: Annotated[Path, typer.Argument(help="Image built by trove-builder (its .manifest.json beside it).")],
+    datastore: Annotated[str, typer.Option("--datastore", help="Datastore name, e.g. mysql.")],
+    version: Annotated[str, typer.Option("--version", help="Datastore version name, e.g. 8.4.")],
+    manager: Annotated[str | None, typer.Option(
+        "--manager", help="Datastore manager (default: the datastore name).")] = None,
+    version_number: Annotated[str | None, typer.Option(
+        "--version-number", help="The database's image tag (default: the version name).")] = None,
+    os_cloud: Annotated[str | None, typer.Option(
+        "--os-cloud", "--cloud", help="Cloud in clouds.yaml (default: OS_CLOUD or the OS_* variables).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Glance image name (default: the file's stem).")] = None,
+    default: Annotated[bool, typer.Option("--default", help="Make this the datastore's default version.")] = False,
+    image_tags: Annotated[str | None, typer.Option(
+        "--image-tags", help="Comma-separated: the version picks the newest image with these tags (and trove) "
+        "instead of this image's ID.")] = None,
+    rules: Annotated[Path | None, typer.Option(
+        "--rules", help="validation-rules.json (default: the installed trove package's for the manager).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the calls it would make; change nothing.")] = False,
+    emit: Annotated[str | None, typer.Option(
+        "--emit", help="trove-manage: print the equivalent `openstack image create` + `trove-manage` commands "
+        "instead.")] = None,
+) -> None:
+    """Upload an image to Glance and register it as a Trove datastore version (safe to run twice)."""
+    from builder.register.plan import Request, describe, make_plan
+
+    if emit not in (None, "trove-manage"):
+        raise UsageError(f"--emit knows only trove-manage, not '{emit}'")
+    tags = tuple(t.strip() for t in (image_tags or "").split(",") if t.strip())
+    plan = make_plan(Request(image=image, datastore=datastore, version=version, manager=manager,
+                             version_number=version_number, name=name, default=default, image_tags=tags,
+                             rules=rules))
+    if emit:
+        from builder.register.emit import trove_manage_script
+
+        print(trove_manage_script(plan), end="")
+    elif dry_run:
+        print("\n".join(describe(plan)))
+    else:
+        from builder.register.run import register
+
+        register(plan, os_cloud, log=lambda line: print(line, flush=True))
+
+
 cache_app = typer.Typer(help="The stage cache: checkpoints reused by later builds.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 

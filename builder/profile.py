@@ -55,6 +55,7 @@ class Profile:
     release: str
     data: dict[str, Any] = field(repr=False)  # the merged YAML: the templates' context, a cache-key input
     os_name: str  # for humans: "Debian GNU/Linux", "Ubuntu"
+    version_id: str  # os-release VERSION_ID, "24.04", "12": the image's os_version in Glance
     python: str  # the guest's python3, "3.11"
     agent_version: str  # default Trove release of the guest agent
     mirror: str
