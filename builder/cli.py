@@ -189,10 +189,31 @@ def _run(spec: BuildSpec, json_summary: bool = False) -> None:
                 status = container.build(spec, spec.runtime, reporter)
         finally:
             reporter.close()
+        if status == 0 and spec.lock_out is None:
+            _write_sboms(spec.output)
     if status != 0:
         raise typer.Exit(status)
     if json_summary:
         print(json.dumps(reporter.summary, indent=2, sort_keys=True))
+
+
+def _write_sboms(image: Path) -> None:
+    """SPDX and CycloneDX SBOMs beside the image, from its manifest (builder/sbom/).
+
+    The host CLI has the SBOM libraries (package dependencies); the builder image does not (Debian has
+    no spdx-tools), so `--runtime none` inside it says so loudly and leaves the image without SBOMs."""
+    from .stages.export import manifest_path
+
+    try:
+        from .sbom import publish
+    except ImportError as exc:
+        print(f"trove-builder: warning: no SBOMs written for {image.name}: {exc} "
+              f"(pip install spdx-tools cyclonedx-python-lib)", file=sys.stderr)
+        return
+    try:
+        publish.write(image, manifest_path(image))
+    except (OSError, ValueError) as exc:
+        raise BuilderError(f"the image was built but its SBOMs could not be written: {exc}") from None
 
 
 @app.command("_run-spec", hidden=True)

@@ -19,6 +19,7 @@ packages=(
     mtools dosfstools diffoscope-minimal        # trove-builder diff: the ESP, its tests, --diffoscope
     rabbitmq-server rsync openssh-client        # boot tests: broker, dev-mode controller (rsync), test keys
     make git ca-certificates curl
+    shellcheck                                  # actionlint checks the workflows' scripts with it (unit test)
 )
 missing=()
 for p in "${packages[@]}"; do
