@@ -21,7 +21,7 @@ PYTEST_ARGS ?=
 
 LOCK      ?= $(basename $(OUTPUT)).lock.json
 
-.PHONY: setup image lock image-locked builder builder-base venv test test-fast bench clean
+.PHONY: setup image lock image-locked builder builder-lock builder-unlocked builder-base venv test test-fast bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,13 @@ builder-base:  ## Debian trixie base made locally (mmdebstrap | docker import), 
 	mmdebstrap --variant=minbase --include=ca-certificates trixie - $(DEBIAN_MIRROR) \
 	  | docker import - trove-builder-base:trixie
 
-builder:  ## the builder container image
+builder: venv  ## the builder image from containerfiles/builder.lock.json: the same image ID on any host, any day
+	$(VENV)/bin/python -m builder.builderimage build --tag $(BUILDER_IMAGE)
+
+builder-lock: venv  ## re-resolve the builder's packages (containerfiles/builder-packages.txt) into its lock, deliberately
+	$(VENV)/bin/python -m builder.builderimage lock
+
+builder-unlocked:  ## the builder image from the Containerfile (live archive, not reproducible; the tests' fixture)
 	docker build -f containerfiles/builder.Containerfile \
 	  $(if $(BUILDER_BASE),--build-arg BASE=$(BUILDER_BASE),) -t $(BUILDER_IMAGE) .
 

@@ -111,6 +111,9 @@ def build(
                                                             "(see `trove-builder lock`)."),
     offline: bool = typer.Option(False, "--offline", help="With --lock: no network in the builder container; "
                                                           "every file comes from the cache (`trove-builder fetch`)."),
+    allow_other_builder: bool = typer.Option(False, "--allow-other-builder",
+                                             help="With --lock: build even if the builder image is not the "
+                                                  "one the lock was made with (warns)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show every command's output."),
 ) -> None:
     """Build a Trove guest image (same positional arguments as `trovestack build-image`)."""
@@ -160,6 +163,7 @@ def build(
         pip_index_url=pip_index_url, docker_source=docker_source, source_date_epoch=int(epoch), verbose=verbose,
         compression=compression, stage_cache=not no_cache, cache_limit=cache_limit,
         lock_file=lock, lock_digest=locked.digest if locked else None, offline=offline,
+        allow_other_builder=allow_other_builder,
     ).validate()
     _run(spec, json_summary)
 
@@ -326,9 +330,15 @@ def list_profiles() -> None:
 
 
 @app.command()
-def version() -> None:
-    """Print the trove-builder version."""
+@guarded
+def version(
+    builder_image: str = typer.Option(DEFAULT_BUILDER_IMAGE, "--builder-image", envvar="TROVE_BUILDER_IMAGE"),
+) -> None:
+    """Print the trove-builder version and the builder image's ID (the digest guest manifests and locks name)."""
+    from .builderimage.identity import describe
+
     print(__version__)
+    print(describe(builder_image))
 
 
 @app.command()

@@ -78,7 +78,8 @@ def test_images_builds_every_release_and_publishes_sboms_on_a_tag():
     known = {(os_name, release) for os_name, releases in profile.available().items() for release in releases}
     built = {(entry["os"], entry["release"]) for entry in matrix["include"]}
     assert set(matrix["release"]) == {release for _, release in known} and built == known
-    upload = next(s for s in workflow["jobs"]["image"]["steps"] if s.get("uses", "").startswith("actions/upload-artifact"))
+    steps = workflow["jobs"]["image"]["steps"]
+    upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact"))
     for suffix in (".qcow2", ".sha256", ".manifest.json", ".spdx.json", ".cdx.json"):
         assert any(line.endswith(suffix) for line in upload["with"]["path"].split()), suffix
     release = workflow["jobs"]["release"]
