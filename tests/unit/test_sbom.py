@@ -81,7 +81,7 @@ def test_every_package_distribution_and_the_kernel_is_listed(manifest, written):
     debs = {PackageURL("deb", vendor, p["name"], p["version"], {"arch": p["arch"], "distro": release}).to_string()
             for p in manifest["packages"]}
     pypi = {PackageURL("pypi", None, *r.split("==")).to_string() for r in manifest["agent"]["pip_freeze"]}
-    assert len(debs) > 300 and any(p.startswith("pkg:pypi/trove@") for p in pypi)
+    assert len(debs) > 200 and any(p.startswith("pkg:pypi/trove@") for p in pypi)
     cdx = json.loads(cdx_file.read_text())
     listed = purls_in_cdx(cdx)
     assert debs <= listed and pypi <= listed
@@ -98,7 +98,7 @@ def test_the_image_and_its_sha256_are_what_the_sboms_describe(manifest, written)
     spdx_doc = json.loads(spdx_file.read_text())
     [image] = [p for p in spdx_doc["packages"] if p["SPDXID"] == "SPDXRef-Image"]
     assert image["checksums"] == [{"algorithm": "SHA256", "checksumValue": digest}]
-    assert spdx_doc["documentDescribes"] == ["SPDXRef-Image"] or any(
+    assert spdx_doc.get("documentDescribes") == ["SPDXRef-Image"] or any(
         r["relationshipType"] == "DESCRIBES" and r["relatedSpdxElement"] == "SPDXRef-Image"
         for r in spdx_doc["relationships"])
     contained = {r["relatedSpdxElement"] for r in spdx_doc["relationships"]
