@@ -206,11 +206,14 @@ def _write_sboms(image: Path) -> None:
 
     The host CLI has the SBOM libraries (package dependencies); the builder image does not (Debian has
     no spdx-tools), so `--runtime none` inside it says so loudly and leaves the image without SBOMs."""
+    from .sbom.paths import cyclonedx_path, spdx_path
     from .stages.export import manifest_path
 
     try:
         from .sbom import publish
     except ImportError as exc:
+        for stale in (spdx_path(image), cyclonedx_path(image)):  # an earlier build's would describe another image
+            stale.unlink(missing_ok=True)
         print(f"trove-builder: warning: no SBOMs written for {image.name}: {exc} "
               f"(pip install spdx-tools cyclonedx-python-lib)", file=sys.stderr)
         return

@@ -12,14 +12,7 @@ from pathlib import Path
 
 from . import cyclonedx, spdx
 from .inventory import from_manifest
-
-
-def spdx_path(image: Path) -> Path:
-    return image.with_name(image.name + ".spdx.json")
-
-
-def cyclonedx_path(image: Path) -> Path:
-    return image.with_name(image.name + ".cdx.json")
+from .paths import cyclonedx_path, spdx_path
 
 
 def _temp(final: Path) -> Path:

@@ -16,7 +16,7 @@ from cyclonedx.validation.json import JsonStrictValidator
 from spdx_tools.spdx.parser.parse_anything import parse_file
 from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
-from builder.sbom import publish
+from builder.sbom import paths, publish
 from builder.spec import default_cache_dir
 from tests.conftest import REPO, run_tb
 from tests.integration.test_cli_errors import LOCK, assert_one_line_error
@@ -54,7 +54,7 @@ def test_the_builder_image_from_its_lock_is_the_same_image_twice(tmp_path):
 def test_the_session_image_has_valid_sboms_that_name_it(images, tmp_path):
     image = images.get("debian", "bookworm")
     digest = (image.parent / (image.name + ".sha256")).read_text().split()[0]
-    spdx_file, cdx_file = publish.spdx_path(image), publish.cyclonedx_path(image)
+    spdx_file, cdx_file = paths.spdx_path(image), paths.cyclonedx_path(image)
     assert validate_full_spdx_document(parse_file(str(spdx_file))) == []
     assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(cdx_file.read_text()) is None
     spdx_doc, cdx = json.loads(spdx_file.read_text()), json.loads(cdx_file.read_text())

@@ -19,7 +19,7 @@ from packageurl import PackageURL
 from spdx_tools.spdx.parser.parse_anything import parse_file
 from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
-from builder.sbom import cyclonedx, publish, spdx
+from builder.sbom import cyclonedx, paths, publish, spdx
 from builder.sbom.inventory import from_manifest
 
 # The manifest of a bookworm build (trove-builder build debian bookworm, production mode).
@@ -145,7 +145,7 @@ def test_preloaded_images_are_container_components(manifest):
 def test_a_bad_manifest_leaves_no_sbom_beside_the_image(manifest, tmp_path):
     """An SBOM beside an image always describes it: a failure removes earlier ones and leaves no temp file."""
     image = tmp_path / "guest.qcow2"
-    stale = [publish.spdx_path(image), publish.cyclonedx_path(image)]
+    stale = [paths.spdx_path(image), paths.cyclonedx_path(image)]
     for path in stale:
         path.write_text("from an earlier build\n")
     bad = tmp_path / "guest.qcow2.manifest.json"
