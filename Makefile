@@ -26,7 +26,7 @@ DATASTORE ?= mysql
 VERSION   ?= 8.4
 REGISTER_ARGS ?=
 
-.PHONY: setup image lock image-locked builder builder-base venv lint test test-fast bench clean register
+.PHONY: setup image lock image-locked builder builder-lock builder-unlocked builder-base venv lint test test-fast bench clean register
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +43,13 @@ builder-base:  ## Debian trixie base made locally (mmdebstrap | docker import), 
 	mmdebstrap --variant=minbase --include=ca-certificates trixie - $(DEBIAN_MIRROR) \
 	  | docker import - trove-builder-base:trixie
 
-builder:  ## the builder container image
+builder: venv  ## the builder image from containerfiles/builder.lock.json: the same image ID on any host, any day
+	$(VENV)/bin/python -m builder.builderimage build --tag $(BUILDER_IMAGE)
+
+builder-lock: venv  ## re-resolve the builder's packages (containerfiles/builder-packages.txt) into its lock, deliberately
+	$(VENV)/bin/python -m builder.builderimage lock
+
+builder-unlocked:  ## the builder image from the Containerfile (live archive, not reproducible; the tests' fixture)
 	docker build -f containerfiles/builder.Containerfile \
 	  $(if $(BUILDER_BASE),--build-arg BASE=$(BUILDER_BASE),) -t $(BUILDER_IMAGE) .
 

@@ -140,6 +140,9 @@ def build(
     offline: Annotated[bool, typer.Option("--offline", help="With --lock: no network in the builder container; "
                                                             "every file comes from the cache "
                                                             "(`trove-builder fetch`).")] = False,
+    allow_other_builder: Annotated[bool, typer.Option(
+        "--allow-other-builder", help="With --lock: build even if the builder image is not the one the lock "
+                                      "was made with (warns).")] = False,
     verbose: Verbose = False,
 ) -> None:
     """Build a Trove guest image (same positional arguments as `trovestack build-image`)."""
@@ -151,7 +154,7 @@ def build(
         work_dir=work_dir, keep_work_dir=keep_work_dir, cache_dir=cache_dir, controller_user=controller_user,
         controller_path=controller_path, dev_ssh_key=dev_ssh_key, ca_bundle=ca_bundle,
         pip_index_url=pip_index_url, docker_source=docker_source, verbose=verbose, compression=compression,
-        cache_limit=cache_limit)
+        cache_limit=cache_limit, allow_other_builder=allow_other_builder)
     _run(spec, json_summary)
 
 
@@ -181,10 +184,34 @@ def _run(spec: BuildSpec, json_summary: bool = False) -> None:
                 status = container.build(spec, spec.runtime, reporter)
         finally:
             reporter.close()
+        if status == 0 and spec.lock_out is None:
+            _write_sboms(spec.output)
     if status != 0:
         raise typer.Exit(status)
     if json_summary:
         print(json.dumps(reporter.summary, indent=2, sort_keys=True))
+
+
+def _write_sboms(image: Path) -> None:
+    """SPDX and CycloneDX SBOMs beside the image, from its manifest (builder/sbom/).
+
+    The host CLI has the SBOM libraries (package dependencies); the builder image does not (Debian has
+    no spdx-tools), so `--runtime none` inside it says so loudly and leaves the image without SBOMs."""
+    from builder.publish import manifest_path
+    from builder.sbom.paths import cyclonedx_path, spdx_path
+
+    try:
+        from builder.sbom import publish
+    except ImportError as exc:
+        for stale in (spdx_path(image), cyclonedx_path(image)):  # an earlier build's would describe another image
+            stale.unlink(missing_ok=True)
+        print(f"trove-builder: warning: no SBOMs written for {image.name}: {exc} "
+              f"(pip install spdx-tools cyclonedx-python-lib)", file=sys.stderr)
+        return
+    try:
+        publish.write(image, manifest_path(image))
+    except (OSError, ValueError) as exc:
+        raise BuilderError(f"the image was built but its SBOMs could not be written: {exc}") from None
 
 
 @app.command("_run-spec", hidden=True)
@@ -281,9 +308,13 @@ def list_profiles() -> None:
 
 
 @app.command()
-def version() -> None:
-    """Print the trove-builder version."""
+@guarded
+def version(builder_image: BuilderImage = defaults.BUILDER_IMAGE) -> None:
+    """Print the trove-builder version and the builder image's ID (the digest guest manifests and locks name)."""
+    from builder.builderimage.identity import describe
+
     print(__version__)
+    print(describe(builder_image))
 
 
 @app.command()

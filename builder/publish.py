@@ -76,7 +76,9 @@ def publish(ctx: BuildContext, tmp: Path) -> None:
             qemu_img.check(tmp)
         digest = sha256_file(tmp)
         manifest = {
-            "builder": {"name": "trove-builder", "version": __version__},
+            # image: the builder image's ID (the container runtime passes it; none with --runtime none)
+            "builder": {"name": "trove-builder", "version": __version__,
+                        "image": os.environ.get("TROVE_BUILDER_IMAGE_ID")},
             "inputs": spec.image_identity,
             "image": {"file": final.name, "format": spec.fmt, "sha256": digest,
                       "virtual_size": qemu_img.info(tmp)["virtual-size"], "bytes": tmp.stat().st_size},

@@ -117,6 +117,7 @@ class BuildSpec:
     lock_digest: str | None = None  # its content's sha256 (an input of the image)
     offline: bool = False           # build --offline: the builder container has no network
     lock_out: Path | None = None    # trove-builder lock: write the lock here instead of an image
+    allow_other_builder: bool = False  # build --lock with a builder image other than the lock's
 
     @classmethod
     def for_build(cls, *, guest_os: str | None, release: str | None, dev_mode: str | None,

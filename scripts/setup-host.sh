@@ -13,12 +13,13 @@ fi
 packages=(
     docker.io                                   # the engine the builder container runs in
     python3 python3-venv python3-pip            # the CLI and tests
-    mmdebstrap debian-archive-keyring           # the builder's base image, made locally
+    mmdebstrap debian-archive-keyring dpkg-dev  # the builder image from its lock (dpkg-scanpackages), its base
     qemu-system-x86 qemu-utils ovmf             # boot tests: SeaBIOS and UEFI
     e2fsprogs fdisk zstd tar cpio               # offline image checks (debugfs, sfdisk); stage cache, initramfs tests
     mtools dosfstools diffoscope-minimal        # trove-builder diff: the ESP, its tests, --diffoscope
     rabbitmq-server rsync openssh-client        # boot tests: broker, dev-mode controller (rsync), test keys
     make git ca-certificates curl
+    shellcheck                                  # actionlint checks the workflows' scripts with it (unit test)
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -56,7 +57,12 @@ if true; then
         echo "==> making the builder's base image locally (mmdebstrap | docker import)"
         make --no-print-directory builder-base
     fi
-    echo "==> building the builder image"
-    make --no-print-directory builder >/dev/null
+    echo "==> building the builder image from its lock"
+    if ! make --no-print-directory builder >/dev/null; then
+        # A lock whose .debs are neither cached nor still in the archive cannot be built here.
+        echo "setup-host.sh: WARNING: the builder image could not be built from containerfiles/builder.lock.json" \
+             "(see above; 'make builder-lock' refreshes it): building it from the Containerfile instead" >&2
+        make --no-print-directory builder-unlocked >/dev/null
+    fi
 fi
 echo "==> host ready"

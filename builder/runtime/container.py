@@ -93,14 +93,21 @@ def _relay(chunks, reporter: Reporter) -> None:
         reporter.stream.write(pending + "\n")
 
 
-def _warn_other_builder(lock_file: Path, image_id: str) -> None:
-    """A lock replayed by another builder image installs the same files, but its tools may write them differently."""
+def check_builder(lock_file: Path, image_id: str, allow_other: bool) -> None:
+    """A lock names the builder image it was made with: another one's tools may write other bytes.
+
+    Refused unless `allow_other` (build --allow-other-builder), which proceeds with a loud warning."""
     from builder.lock.lockfile import Lock
 
     made_with = Lock.load(lock_file).data.get("builder_image")
-    if made_with and made_with != image_id:
-        print(f"trove-builder: warning: the lock was made with builder image {made_with[:19]}, this is "
-              f"{image_id[:19]}: the image may differ from one built with that", file=sys.stderr)
+    if not made_with or made_with == image_id:
+        return
+    text = (f"the lock {lock_file.name} was made with builder image {made_with}, this one is {image_id}: "
+            f"the image may differ from one built with that")
+    if not allow_other:
+        raise BuilderError(f"{text} (build that builder from its lock with `make builder`, "
+                           f"or pass --allow-other-builder)")
+    print(f"trove-builder: WARNING: {text}", file=sys.stderr)
 
 
 def build(spec: BuildSpec, engine: str, reporter: Reporter) -> int:
@@ -114,7 +121,7 @@ def build(spec: BuildSpec, engine: str, reporter: Reporter) -> int:
         raise BuilderError(f"builder image '{spec.builder_image}' not found: build it with "
                            f"'make builder' or pass --builder-image") from None
     if spec.lock_file is not None:
-        _warn_other_builder(spec.lock_file, image.id)
+        check_builder(spec.lock_file, image.id, spec.allow_other_builder)
     own_lock = claim_path(spec.output.resolve())  # held by the CLI (cli.build) for the whole build
     reaper.reap_stale_containers(client, own_lock, STOP_TIMEOUT, lambda line: print(line, flush=True))
     volumes, inner = _mounts(spec)

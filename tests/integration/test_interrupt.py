@@ -267,7 +267,8 @@ def test_sigkill_of_the_cli_beside_a_build_that_succeeds(builder_image, cache, t
     rc, stdout, stderr = good.finish(timeout=1200)
     assert rc == 0, stdout[-3000:] + stderr
     assert sorted(p.name for p in good_out.parent.iterdir()) == sorted(
-        [good_out.name, good_out.name + ".sha256", good_out.name + ".manifest.json"])
+        [good_out.name, good_out.name + ".sha256", good_out.name + ".manifest.json", good_out.name + ".spdx.json",
+         good_out.name + ".cdx.json"])
     assert subprocess.run(["qemu-img", "check", str(good_out)], capture_output=True).returncode == 0
     assert containers(good_out) == [] and work_entries(cache) == [] and mounts_below(cache) == []
 
