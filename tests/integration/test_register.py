@@ -183,7 +183,9 @@ def test_glance_holding_other_bytes_is_a_checksum_mismatch(cloud, rules, tmp_pat
         "builder": {"version": "0.1.0"}, "inputs": {"os": "debian", "release": "bookworm", "agent_version": "26.0.0"},
         "image": {"format": "qcow2", "sha256": digest, "virtual_size": 2**30}}))
     conn = admin_connection(cloud)
-    impostor = conn.image.create_image(name="impostor", data=b"other bytes\n" * 4096, disk_format="qcow2",
+    other = tmp_path / "other.qcow2"
+    other.write_bytes(b"other bytes\n" * 4096)
+    impostor = conn.image.create_image(name="impostor", filename=str(other), disk_format="qcow2",
                                        container_format="bare", tags=["trove"], allow_duplicates=True,
                                        validate_checksum=False, **{SHA256_PROPERTY: digest})
     result = register(cloud, image, "--datastore", "mysql", "--version", "8.4-mismatch", "--rules", str(rules))
