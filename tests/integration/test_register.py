@@ -177,17 +177,22 @@ def test_not_admin_is_refused_before_any_upload(cloud, guest_image, rules):
 def test_glance_holding_other_bytes_is_a_checksum_mismatch(cloud, rules, tmp_path):
     """An image that claims this build's sha256 but holds other bytes is refused, not reused."""
     image = tmp_path / "trove-guest-debian-bookworm.qcow2"
-    image.write_bytes(b"the bytes the manifest describes\n" * 4096)
+    # Real qcow2 headers (Glance inspects uploads against disk_format), different virtual sizes.
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "1G"], check=True)
     digest = hashlib.sha256(image.read_bytes()).hexdigest()
     image.with_name(image.name + ".manifest.json").write_text(json.dumps({
         "builder": {"version": "0.1.0"}, "inputs": {"os": "debian", "release": "bookworm", "agent_version": "26.0.0"},
         "image": {"format": "qcow2", "sha256": digest, "virtual_size": 2**30}}))
-    conn = admin_connection(cloud)
-    impostor = conn.image.create_image(name="impostor", data=b"other bytes\n" * 4096, disk_format="qcow2",
-                                       container_format="bare", tags=["trove"], allow_duplicates=True,
-                                       validate_checksum=False, **{SHA256_PROPERTY: digest})
+    other = tmp_path / "other.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(other), "2G"], check=True)
+    made = subprocess.run([str(cloud.trove_venv / "bin" / "openstack"), "image", "create", "impostor", "--file",
+                           str(other), "--disk-format", "qcow2", "--container-format", "bare", "--tag", "trove",
+                           "--property", f"{SHA256_PROPERTY}={digest}", "-f", "value", "-c", "id"],
+                          capture_output=True, text=True, env={**os.environ, **cloud.env()}, timeout=300)
+    assert made.returncode == 0, made.stderr
+    impostor_id = made.stdout.strip()
     result = register(cloud, image, "--datastore", "mysql", "--version", "8.4-mismatch", "--rules", str(rules))
     line = assert_one_line_error(result, 1, "checksum mismatch")
-    assert impostor.id in line
+    assert impostor_id in line
     tc = trove_admin(cloud)
     assert not versions(tc, "mysql", "8.4-mismatch")
