@@ -63,6 +63,17 @@ def archive_answers(os_name: str, attempts: int = 4) -> str | None:
     return f"{ARCHIVES[os_name]}: {error}"
 
 
+def record_latency(label: str, seconds: float) -> float:
+    """A measured latency, shown in the test's output and appended to $TROVE_BUILDER_LATENCY_LOG when set:
+    asserted only against generous bounds (two busy cores), so the numbers are logged, not judged."""
+    print(f"latency {seconds:.2f} s: {label}")
+    log = os.environ.get("TROVE_BUILDER_LATENCY_LOG")
+    if log:
+        with open(log, "a") as fh:
+            fh.write(f"{seconds:.2f}\t{label}\n")
+    return seconds
+
+
 def require_archive(os_name: str) -> None:
     """Fail the test (never skip it) when the archive a real build needs does not answer."""
     if why := archive_answers(os_name):
