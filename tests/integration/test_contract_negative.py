@@ -125,7 +125,7 @@ def altered(img: Image, case: BadImage, scratch: Path):
         entry = img.stat(path)
         new = scratch / Path(path).name
         new.write_text(change(img.read(path) or ""))
-        requests += [f"rm {path}", f"write {new} {path}", f"sif {path} mode 0{entry.mode:o}",
+        requests += [f"rm {path}", f"write {new} {path}", f"sif {path} mode 0{0o100000 | entry.mode:o}",
                      f"sif {path} uid {entry.uid}", f"sif {path} gid {entry.gid}"]
     undo = scratch / "undo.e2undo"
     undo.unlink(missing_ok=True)
