@@ -87,7 +87,7 @@ CASES = {
     "private-key": BadImage("no private keys", "/root/id_ed25519", ["write {key} /root/id_ed25519"],
                             files={"key": _private_key}),
     "ssh-host-key": BadImage("no baked-in identity", "ssh host keys baked in",
-                             ["write {pub} /etc/ssh/ssh_host_ed25519_key.pub"],
+                             ["mkdir /etc/ssh", "write {pub} /etc/ssh/ssh_host_ed25519_key.pub"],
                              files={"pub": b"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx0 root@build\n"}),
     "machine-id": BadImage("no baked-in identity", "machine-id not empty",
                            rewrite={"/etc/machine-id": lambda t: "3f1c2d4e5a6b7c8d9e0f1a2b3c4d5e6f\n"}),
@@ -120,13 +120,16 @@ def altered(img: Image, case: BadImage, scratch: Path):
     for name, data in case.files.items():
         local[name] = scratch / name
         local[name].write_bytes(data() if callable(data) else data)
-    requests = [r.format(**{k: str(v) for k, v in local.items()}) for r in case.debugfs]
+    requests = [r.format(**{k: str(v) for k, v in local.items()}) for r in case.debugfs
+                if not (r.startswith("mkdir ") and img.exists(r.split()[1]))]  # a directory the image has
     for path, change in case.rewrite.items():
         entry = img.stat(path)
         new = scratch / Path(path).name
         new.write_text(change(img.read(path) or ""))
-        requests += [f"rm {path}", f"write {new} {path}", f"sif {path} mode 0{0o100000 | entry.mode:o}",
-                     f"sif {path} uid {entry.uid}", f"sif {path} gid {entry.gid}"]
+        requests += [f"rm {path}"] if entry else []
+        requests += [f"write {new} {path}"]
+        requests += [f"sif {path} mode 0{0o100000 | entry.mode:o}", f"sif {path} uid {entry.uid}",
+                     f"sif {path} gid {entry.gid}"] if entry else []
     undo = scratch / "undo.e2undo"
     undo.unlink(missing_ok=True)
     with open(img.raw, "r+b") as fh:  # e2undo leaves the primary superblock as debugfs last wrote it
