@@ -38,7 +38,7 @@ def test_ls_lists_most_recently_used_first(tmp_path):
     result = run_tb("cache", "ls", "--cache-dir", str(tmp_path / "cache"))
     assert result.returncode == 0, result.stderr
     assert names(result.stdout) == ["f", "e", "d"]
-    assert result.stdout.splitlines()[-1].startswith(f"3 entries, ") and str(tmp_path / "cache" / "stages") in result.stdout
+    assert result.stdout.splitlines()[-1].startswith("3 entries, ") and str(tmp_path / "cache" / "stages") in result.stdout
 
 
 def test_prune_drops_the_least_recently_used_down_to_the_size(tmp_path):

@@ -6,7 +6,6 @@ import base64
 import json
 
 import pycdlib
-import pytest
 import yaml
 
 from builder.verify import configdrive as cd
