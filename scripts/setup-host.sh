@@ -14,6 +14,7 @@ packages=(
     docker.io                                   # the engine the builder container runs in
     python3 python3-venv python3-pip            # the CLI and tests
     mmdebstrap debian-archive-keyring dpkg-dev  # the builder image from its lock (dpkg-scanpackages), its base
+    debootstrap                                 # tests/unit/stages/test_bootstrap_retry.py runs the real debootstrap on the host
     qemu-system-x86 qemu-utils ovmf             # boot tests: SeaBIOS and UEFI
     e2fsprogs fdisk zstd tar cpio               # offline image checks (debugfs, sfdisk); stage cache, initramfs tests
     mtools dosfstools diffoscope-minimal        # trove-builder diff: the ESP, its tests, --diffoscope

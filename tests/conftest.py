@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -24,10 +26,21 @@ def run_tb(*args: str, check: bool = False, timeout: int = 1800,
                           env={**os.environ, **(env or {})})
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def record_hash(label: str, image: Path) -> str:
-    """The image's sha256 (from its .sha256 file); also appended to $TROVE_BUILDER_HASH_LOG when set,
-    so that a run's hashes can be quoted (reproducibility is judged by them)."""
-    digest = (image.parent / (image.name + ".sha256")).read_text().split()[0]
+    """The image's sha256, hashed from the file itself (the builder's .sha256 sidecar is what is under
+    test, so it must agree); also appended to $TROVE_BUILDER_HASH_LOG when set, so that a run's
+    hashes can be quoted (reproducibility is judged by them)."""
+    digest = file_sha256(image)
+    sidecar = image.parent / (image.name + ".sha256")
+    assert sidecar.read_text().split()[0] == digest, f"{sidecar} does not match the sha256 of {image}"
     log = os.environ.get("TROVE_BUILDER_HASH_LOG")
     if log:
         with open(log, "a") as fh:
@@ -35,12 +48,37 @@ def record_hash(label: str, image: Path) -> str:
     return digest
 
 
-def archive_answers(os_name: str) -> bool:
-    try:
-        with urllib.request.urlopen(ARCHIVES[os_name], timeout=20) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
+def archive_answers(os_name: str, attempts: int = 4) -> str | None:
+    """None when the archive serves its Release file; else why not (after `attempts` tries, 5/10/20 s apart)."""
+    error = ""
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(5 * 2 ** (attempt - 1))
+        try:
+            with urllib.request.urlopen(ARCHIVES[os_name], timeout=20) as resp:
+                if resp.status == 200:
+                    return None
+                error = f"HTTP {resp.status}"
+        except OSError as exc:
+            error = str(exc)
+    return f"{ARCHIVES[os_name]}: {error}"
+
+
+def record_latency(label: str, seconds: float) -> float:
+    """A measured latency, shown in the test's output and appended to $TROVE_BUILDER_LATENCY_LOG when set:
+    asserted only against generous bounds (two busy cores), so the numbers are logged, not judged."""
+    print(f"latency {seconds:.2f} s: {label}")
+    log = os.environ.get("TROVE_BUILDER_LATENCY_LOG")
+    if log:
+        with open(log, "a") as fh:
+            fh.write(f"{seconds:.2f}\t{label}\n")
+    return seconds
+
+
+def require_archive(os_name: str) -> None:
+    """Fail the test (never skip it) when the archive a real build needs does not answer."""
+    if why := archive_answers(os_name):
+        pytest.fail(f"the {os_name} archive does not answer from this machine ({why})", pytrace=False)
 
 
 def docker_available() -> bool:
@@ -71,8 +109,8 @@ class ImageBuilds:
     def get(self, os_name: str, release: str, dev_mode: bool = False, *extra: str) -> Path:
         key = (os_name, release, dev_mode, extra)
         if key not in self.done:
-            if os_name == "ubuntu" and not archive_answers("ubuntu"):
-                pytest.skip("the Ubuntu archive (archive.ubuntu.com) does not answer from this machine")
+            if os_name == "ubuntu":
+                require_archive("ubuntu")
             suffix = "-dev" if dev_mode else ""
             out = (self.root / f"{os_name}-{release}{suffix}-{abs(hash(extra)) % 10**6}"
                    / f"trove-guest-{os_name}-{release}{suffix}.qcow2")
@@ -104,3 +142,14 @@ def dev_key(tmp_path_factory):
 def dev_image(images, dev_key):
     return images.get("debian", "bookworm", True, "--dev-ssh-key", str(dev_key),
                       "--controller-user", "stack", "--controller-path", "/opt/stack/trove")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With TROVE_BUILDER_NO_SKIPS=1 (CI: .ci/run sets it) a skipped test is a failed test: a skip is not a pass."""
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("TROVE_BUILDER_NO_SKIPS") == "1" and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped, and TROVE_BUILDER_NO_SKIPS=1 forbids skips: {reason}"

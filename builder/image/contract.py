@@ -170,8 +170,12 @@ class ContractChecker:
 
     def manifest_records(self):
         agent = self.manifest.get("agent", {})
-        ok = bool(self.manifest.get("packages")) and bool(agent.get("pip_freeze")) and bool(agent.get("version"))
-        return ok, f"trove {agent.get('version')}, {len(self.manifest.get('packages', []))} packages"
+        missing = [what for what, value in (("packages", self.manifest.get("packages")),
+                                            ("agent pip freeze", agent.get("pip_freeze")),
+                                            ("agent version", agent.get("version"))) if not value]
+        if missing:
+            return False, "manifest has no " + ", ".join(missing)
+        return True, f"trove {agent.get('version')}, {len(self.manifest.get('packages', []))} packages"
 
     CHECKS: list[tuple[str, Callable]] = [
         ("disk layout and fstab", layout),

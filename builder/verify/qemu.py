@@ -123,7 +123,9 @@ def qemu_command(cfg: VMConfig, *, accel: str, root_disk: Path, serial_log: Path
         raise VMError(f"accelerator must be kvm or tcg here, not {accel!r}")
     argv = [
         QEMU, "-name", "trove-boot-test",
-        "-machine", f"{cfg.machine},accel={accel}",
+        # graphics=off: SeaBIOS writes to the serial console too, so a disk it cannot boot says
+        # "No bootable device" there and the boot test stops at once (not after KERNEL_WATCHDOG).
+        "-machine", f"{cfg.machine},accel={accel},graphics=off",
         "-cpu", "host" if accel == "kvm" else "max",
         "-smp", str(cfg.cpus), "-m", str(cfg.memory_mb),
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
@@ -254,7 +256,8 @@ def boot_vm(cfg: VMConfig, *, serial_log: Path | None = None) -> Iterator[VM]:
                 vars_copy = workdir / "OVMF_VARS.fd"
                 shutil.copyfile(vars_template, vars_copy)
                 ovmf = (code, vars_copy)
-            log_path = Path(serial_log) if serial_log else workdir / "serial.log"
+            # absolute: QEMU runs in its work dir, where a relative path would land (and be removed)
+            log_path = Path(serial_log).resolve() if serial_log else workdir / "serial.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
             log_path.write_bytes(b"")
             argv = qemu_command(cfg, accel=accel, root_disk=overlay, data_disk=data, serial_log=log_path,

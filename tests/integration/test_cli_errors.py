@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TB, archive_answers, docker_available, run_tb
+from tests.conftest import TB, docker_available, require_archive, run_tb
 
 needs_docker = pytest.mark.skipif(not docker_available(), reason="needs the Docker engine (make setup)")
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs (root only)")
@@ -271,8 +271,7 @@ def test_disk_full_during_the_build(tmp_path, builder_image):
     """A real build whose cache (and so its work dir) is a 48 MiB tmpfs: debootstrap fills it in seconds.
 
     The space check is skipped (as an operator may, with a warm cache) so the build starts."""
-    if not archive_answers("debian"):
-        pytest.skip("deb.debian.org does not answer from this machine")
+    require_archive("debian")
     out = tmp_path / "out" / "x.qcow2"
     out.parent.mkdir()
     with tmpfs(tmp_path / "cache", "48m") as cache:

@@ -23,11 +23,11 @@ import pytest
 
 from builder.guest.chroot import mounts_below
 from builder.spec import default_cache_dir
-from tests.conftest import REPO, TB
+from tests.conftest import REPO, TB, file_sha256, record_hash, record_latency
 
 pytestmark = pytest.mark.slow
 
-WATCHDOG_GRACE = 20  # seconds for a build container to notice its dead CLI and clean up
+WATCHDOG_GRACE = 120  # seconds for a build container to notice its dead CLI and clean up (busy cores)
 
 
 class Build:
@@ -110,12 +110,50 @@ def assert_left_nothing(out: Path, cache: Path) -> None:
     assert work_entries(cache) == [], "work dir left"
 
 
-def wait_until(check, timeout: float, what: str) -> None:
+def wait_until(check, timeout: float, what: str):
+    """Poll `check` until it returns something true (which is returned); fail after `timeout` s."""
     deadline = time.monotonic() + timeout
-    while not check():
+    while not (found := check()):
         if time.monotonic() > deadline:
             pytest.fail(f"not within {timeout}s: {what}")
         time.sleep(0.5)
+    return found
+
+
+class Inside:
+    """The build container seen from inside: its processes (docker exec) and its mount namespace, held
+    open from the host (nsenter) so that what the build left mounted there can still be read once the
+    container is gone (the chroot's mounts never show on the host)."""
+
+    def __init__(self, out: Path):
+        [self.name] = wait_until(lambda: containers(out, running_only=True), 300, "the build container running")
+        pid = subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", self.name],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        self.holder = subprocess.Popen(["nsenter", "-t", pid, "-m", "sleep", "infinity"])
+
+    def __enter__(self) -> Inside:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.holder.kill()
+        self.holder.wait()
+
+    def build_mounts(self) -> list[str]:
+        """Mount points under the work dirs, in the container's mount namespace (alive or not)."""
+        text = Path(f"/proc/{self.holder.pid}/mountinfo").read_text()
+        return [line.split()[4] for line in text.splitlines() if line.split()[4].startswith("/cache/work/")]
+
+    def processes(self) -> list[str]:
+        """Command lines of the container's processes ([] once it has stopped)."""
+        listed = subprocess.run(["docker", "exec", self.name, "sh", "-c",
+                                 "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done"],
+                                capture_output=True, text=True)
+        return [line.strip() for line in listed.stdout.splitlines() if line.strip()]
+
+    def running(self, pattern: str, timeout: float = 600) -> str:
+        """Wait until a process whose command line matches `pattern` runs in the container; return it."""
+        return wait_until(lambda: next((c for c in self.processes() if re.search(pattern, c)), None), timeout,
+                          f"a process /{pattern}/ in the build container")
 
 
 @pytest.fixture(scope="module")
@@ -138,15 +176,22 @@ def output(tmp_path: Path, name: str = "guest") -> Path:
     return out_dir / "trove-guest-debian-bookworm.qcow2"
 
 
+def stages_started(stdout: str) -> list[str]:
+    return re.findall(r"^\[\d+/\d+\] (\w+): ", stdout, re.M)
+
+
 def test_ctrl_c_during_bootstrap(builder_image, cache, tmp_path):
     out = output(tmp_path)
     build = Build(out, cache, builder_image)
     build.stage("bootstrap")
-    time.sleep(3)  # debootstrap is running
-    build.send(signal.SIGINT)
-    rc, stdout, stderr = build.finish()
-    assert rc == 130, stdout + stderr
-    assert "trove-builder: interrupted" in stderr
+    with Inside(out) as inside:
+        print("running at the signal:", inside.running(r"\bdebootstrap\b"))
+        build.send(signal.SIGINT)
+        rc, stdout, stderr = build.finish()
+        assert rc == 130, stdout + stderr
+        assert "trove-builder: interrupted" in stderr
+        assert stages_started(stdout) == ["bootstrap"], "the signal came after the stage it was meant for"
+        assert inside.build_mounts() == [], "the build left mounts in its container"
     assert_left_nothing(out, cache)
 
 
@@ -154,10 +199,16 @@ def test_sigterm_during_system(builder_image, cache, tmp_path):
     out = output(tmp_path)
     build = Build(out, cache, builder_image)
     build.stage("system")
-    time.sleep(5)  # apt-get is installing in the chroot, with /proc, /sys, /dev and the cache mounted
-    build.send(signal.SIGTERM)
-    rc, stdout, stderr = build.finish()
-    assert rc == 130, stdout + stderr
+    with Inside(out) as inside:
+        # apt installs in the chroot, with /proc, /sys, /dev and the cache mounted
+        print("running at the signal:", inside.running(r"\b(apt-get|dpkg)\b"))
+        mounted = inside.build_mounts()
+        assert mounted, "no chroot mounts while apt runs: the test would prove nothing"
+        build.send(signal.SIGTERM)
+        rc, stdout, stderr = build.finish()
+        assert rc == 130, stdout + stderr
+        assert stages_started(stdout)[-1] == "system", "the signal came after the stage it was meant for"
+        assert inside.build_mounts() == [], f"the build left mounts in its container (had {mounted})"
     assert_left_nothing(out, cache)
 
 
@@ -165,7 +216,8 @@ def test_a_killed_container_leaves_a_work_dir_the_next_build_removes(builder_ima
     out = output(tmp_path)
     build = Build(out, cache, builder_image)
     build.stage("bootstrap")
-    time.sleep(3)
+    with Inside(out) as inside:
+        inside.running(r"\bdebootstrap\b")
     [name] = containers(out, running_only=True)
     subprocess.run(["docker", "kill", name], check=True, capture_output=True)
     rc, stdout, stderr = build.finish()
@@ -189,8 +241,8 @@ def test_a_second_build_to_the_same_output_is_refused_at_once(builder_image, cac
     first.stage("bootstrap")
     started = time.monotonic()
     second = Build(out, cache, builder_image)
-    rc, stdout, stderr = second.finish(timeout=60)
-    assert time.monotonic() - started < 15
+    rc, stdout, stderr = second.finish(timeout=120)
+    assert record_latency("second build to the same output refused", time.monotonic() - started) < 60
     assert rc == 1
     assert stderr == f"trove-builder: error: another build is writing {out} (pid {first.proc.pid})\n"
     assert first.proc.poll() is None, "the first build was disturbed"
@@ -230,7 +282,7 @@ def test_sigkill_of_a_runtime_none_build_leaves_mounts_the_next_build_removes(bu
     try:
         start("first")
         wait_until(lambda: len(build_mounts()) >= 3, 600, "the bootstrap stage's chroot mounts")
-        time.sleep(2)  # apt-get runs in the chroot
+        wait_until(chrooted, 300, "a process (apt) running in the chroot")
         sh("kill -9 $(cat /tmp/first.pid)")
         assert build_mounts() and work_entries(cache), "nothing left to clean: the test proves nothing"
 
@@ -248,20 +300,25 @@ def test_sigkill_of_a_runtime_none_build_leaves_mounts_the_next_build_removes(bu
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
 
 
-def test_sigkill_of_the_cli_beside_a_build_that_succeeds(builder_image, cache, tmp_path):
+def test_sigkill_of_the_cli_beside_a_build_that_succeeds(builder_image, cache, images, tmp_path):
     """Two builds to different outputs share the cache through bootstrap and system; one CLI is
-    SIGKILLed in the agent stage (its container notices and cleans up); the other succeeds."""
+    SIGKILLed in the agent stage (its container notices and cleans up); the other succeeds, with the
+    very bytes of the session's bookworm image."""
     killed_out, good_out = output(tmp_path, "killed"), output(tmp_path, "good")
     killed = Build(killed_out, cache, builder_image)
     good = Build(good_out, cache, builder_image)
     killed.stage("agent", timeout=900)
     good.stage("agent", timeout=900)
-    time.sleep(5)
-    killed.send(signal.SIGKILL)
-    assert killed.finish()[0] == -signal.SIGKILL
-    wait_until(lambda: containers(killed_out, running_only=True) == [], WATCHDOG_GRACE,
-               "the orphaned build container stopped")
-    wait_until(lambda: len(work_entries(cache)) == 2, 10, "its work dir removed")  # the good build's remain
+    with Inside(killed_out) as inside:
+        print("running at the signal:", inside.running(r"\bpip\b"))
+        killed.send(signal.SIGKILL)
+        assert killed.finish()[0] == -signal.SIGKILL
+        killed_at = time.monotonic()
+        wait_until(lambda: containers(killed_out, running_only=True) == [], WATCHDOG_GRACE,
+                   "the orphaned build container stopped")
+        record_latency("CLI SIGKILLed -> its build container stopped", time.monotonic() - killed_at)
+        assert inside.build_mounts() == [], "the orphaned build left mounts in its container"
+    wait_until(lambda: len(work_entries(cache)) == 2, 60, "its work dir removed")  # the good build's remain
     assert sorted(p.name for p in killed_out.parent.iterdir()) == [], "files left in the output dir"
 
     rc, stdout, stderr = good.finish(timeout=1200)
@@ -270,6 +327,8 @@ def test_sigkill_of_the_cli_beside_a_build_that_succeeds(builder_image, cache, t
         [good_out.name, good_out.name + ".sha256", good_out.name + ".manifest.json", good_out.name + ".spdx.json",
          good_out.name + ".cdx.json"])
     assert subprocess.run(["qemu-img", "check", str(good_out)], capture_output=True).returncode == 0
+    assert record_hash("bookworm, --no-cache, beside a SIGKILLed build sharing its cache", good_out) == \
+        file_sha256(images.get("debian", "bookworm")), "not the session image's bytes"
     assert containers(good_out) == [] and work_entries(cache) == [] and mounts_below(cache) == []
 
     # the next build clears the exited container the SIGKILLed CLI could not remove

@@ -10,7 +10,7 @@ import pytest
 from builder.cache.stagecache import StageCache
 from builder.image.reader import Image
 from builder.spec import default_cache_dir
-from tests.conftest import record_hash, run_tb
+from tests.conftest import file_sha256, record_hash, run_tb
 
 pytestmark = pytest.mark.slow
 STAGES_BEFORE_HOOKS = ["bootstrap", "pre-hooks", "system", "agent"]
@@ -24,7 +24,7 @@ def build_json(builder_image, out, *extra):
 
 
 def sha_of(image):
-    return (image.parent / (image.name + ".sha256")).read_text().split()[0]
+    return file_sha256(image)
 
 
 def test_an_unchanged_rebuild_reuses_the_finished_image(images, builder_image, tmp_path):

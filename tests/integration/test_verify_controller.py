@@ -6,11 +6,10 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+import asyncssh  # noqa: F401  (the verify extra: a broken install must fail, not skip)
 import pytest
 
 from builder.verify.controller import FakeController, public_key_of
-
-pytest.importorskip("asyncssh")
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from builder.verify import console
+from builder.verify import boottest, console
 from builder.verify.boottest import BootTestResult, _drive_guest
 from builder.verify.rpc import PingOutcome
 
@@ -42,6 +42,10 @@ class FakeClient:
         self.stats_calls = 0
 
     def ping_until(self, deadline, per_call_timeout, should_stop):
+        """As GuestClient's: asks should_stop before every attempt, and gives up with its reason."""
+        why = should_stop()
+        if why:
+            return PingOutcome(False, 0, 0.0, reason=why)
         return self.outcome
 
     def get_filesystem_stats(self, timeout):
@@ -160,3 +164,30 @@ def test_dev_mode_records_whether_code_was_served(tmp_path):
     result, _, _ = _run(tmp_path, GOOD_CONSOLE, outcome, controller=Ctl())
     check = [c for c in result.checks if c.name == "code synced from controller"][0]
     assert not check.ok and "outside" in check.detail
+
+
+def test_no_kernel_line_past_the_watchdog_stops_the_wait(tmp_path):
+    """The abort runs: with no kernel line KERNEL_WATCHDOG seconds in, pings stop (the agent is not awaited)."""
+    answer = PingOutcome(True, 1, 1.0, answered_at=time.monotonic())  # what a wait that ignored it would get
+    before, _, _ = _run(tmp_path, "SeaBIOS (version 1.16.2)\n", answer, dict(STATS))
+    assert before.rpc_ping_attempts == 1  # 100 s in: still within the watchdog, so the wait goes on
+    log = tmp_path / "serial.log"
+    vm = FakeVM(log)
+    vm.t0 = time.monotonic() - boottest.KERNEL_WATCHDOG - 1
+    watcher = console.ConsoleWatcher(vm.console, {"kernel": console.KERNEL_STARTED})
+    watcher.check()
+    result = BootTestResult(image="img", data_disk_gb=2)
+    client = FakeClient(answer, dict(STATS))
+    _drive_guest(result, client, vm, watcher, time.monotonic() + 5, 1.0, 2, 5.0, None, lambda m: None)
+    seconds = boottest.KERNEL_WATCHDOG + 1
+    assert result.reason.startswith(f"no kernel output on the serial console after {seconds:.0f} s")
+    assert result.rpc_ping_attempts == 0 and client.stats_calls == 0
+
+
+def test_a_fatal_console_line_stops_the_wait(tmp_path):
+    never = PingOutcome(True, 1, 1.0, answered_at=time.monotonic())
+    text = "SeaBIOS (version 1.16.2)\nBooting from Hard Disk...\nBoot failed: not a bootable disk\n"
+    result, client, _ = _run(tmp_path, text, never, dict(STATS))
+    assert not result.passed
+    assert result.reason == "the guest console shows no bootable device: Boot failed: not a bootable disk"
+    assert result.rpc_ping_attempts == 0 and client.stats_calls == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 
-import pytest
+import pycdlib
 import yaml
 
 from builder.verify import configdrive as cd
@@ -99,7 +99,6 @@ def test_iso_label_and_paths(tmp_path):
 
 
 def test_iso_has_rock_ridge_and_joliet(tmp_path):
-    pycdlib = pytest.importorskip("pycdlib")
     iso_path = cd.write_config_drive(tmp_path / "cd.iso", meta=cd.meta_data(GUEST_ID), user_data=_user_data())
     iso = pycdlib.PyCdlib()
     iso.open(str(iso_path))

@@ -62,14 +62,14 @@ def _opt_values(argv: list[str], opt: str) -> list[str]:
 def test_tcg_when_kvm_is_unusable(tmp_path, monkeypatch):
     argv, accel = _cmd(tmp_path, monkeypatch, usable=False)
     assert accel == "tcg"
-    assert "pc,accel=tcg" in _opt_values(argv, "-machine")
+    assert "pc,accel=tcg,graphics=off" in _opt_values(argv, "-machine")
     assert "host" not in _opt_values(argv, "-cpu")
 
 
 def test_kvm_when_usable(tmp_path, monkeypatch):
     argv, accel = _cmd(tmp_path, monkeypatch, usable=True)
     assert accel == "kvm"
-    assert "pc,accel=kvm" in _opt_values(argv, "-machine")
+    assert "pc,accel=kvm,graphics=off" in _opt_values(argv, "-machine")
 
 
 def test_explicit_kvm_request_fails_clearly_when_unusable(monkeypatch):
@@ -158,5 +158,5 @@ def test_find_ovmf_prefers_the_first_existing_pair(tmp_path):
 
 def test_q35_puts_the_cdrom_on_ahci(tmp_path, monkeypatch):
     argv, _ = _cmd(tmp_path, monkeypatch, usable=False, machine="q35")
-    assert "q35,accel=tcg" in _opt_values(argv, "-machine")
+    assert "q35,accel=tcg,graphics=off" in _opt_values(argv, "-machine")
     assert "ide-cd,drive=cd0,bus=ide.2,unit=0" in _opt_values(argv, "-device")
