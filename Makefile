@@ -26,7 +26,7 @@ DATASTORE ?= mysql
 VERSION   ?= 8.4
 REGISTER_ARGS ?=
 
-.PHONY: setup image lock image-locked builder builder-lock builder-unlocked builder-base venv lint test test-fast bench clean register
+.PHONY: setup image lock image-locked builder builder-lock builder-unlocked builder-base venv lint test test-fast bench bench-boot clean register
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -84,6 +84,14 @@ test-fast: venv  ## unit tests only (seconds)
 bench: venv  ## cold/warm/hook/agent builds of noble and bookworm -> bench/results.md and .json
 	@docker image inspect $(BUILDER_IMAGE) >/dev/null 2>&1 || $(MAKE) builder
 	$(VENV)/bin/python scripts/bench.py --builder-image $(BUILDER_IMAGE)
+
+# The reference images (e.g. built from an older commit), named as `make image` names them.
+REFERENCE ?= $(error REFERENCE=dir of reference images, e.g. make bench-boot REFERENCE=/work/baseline)
+BENCH_RELEASES ?= noble,bookworm,bionic
+BENCH_ROUNDS ?= 3
+bench-boot: venv  ## make bench-boot REFERENCE=dir: boot images/ against REFERENCE/, alternating -> bench/boot-results.md and .json
+	nice -n 5 $(VENV)/bin/python scripts/bench_boot.py --before-dir $(REFERENCE) --after-dir $(dir $(OUTPUT)) \
+	  --releases $(BENCH_RELEASES) --rounds $(BENCH_ROUNDS)
 
 clean:
 	rm -rf images build .pytest_cache

@@ -361,8 +361,15 @@ def boot_test(
     controller_path: ControllerPath = defaults.CONTROLLER_PATH,
     console_log: Annotated[Path | None, typer.Option("--console-log", help="Keep the serial console here.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON here.")] = None,
+    guest_report: Annotated[bool, typer.Option(
+        "--guest-report", help="Debug: the guest prints systemd-analyze (time, blame, critical chain, unit times) "
+        "to the console once booted (a config-drive toggle; the image is unchanged).")] = False,
 ) -> None:
-    """Boot an image under QEMU as Trove would and check the guest agent answers RPC."""
+    """Boot an image under QEMU as Trove would and check the guest agent answers RPC.
+
+    The report includes the boot timeline: kernel, initrd, systemd targets, cloud-init stages,
+    network, docker, agent unit, first broker connection, first rpc_ping (seconds since QEMU
+    started). --json carries it all."""
     if not image.is_file():
         raise UsageError(f"no image at {image}")
     if firmware not in ("bios", "uefi"):
@@ -379,7 +386,7 @@ def boot_test(
         firmware=firmware, timeout=timeout, data_disk_gb=data_disk_gb,
         controller_source=controller_source, controller_key=controller_key,
         controller_user=controller_user, controller_path=controller_path, console_log=console_log,
-        progress=lambda line: print(line, flush=True),
+        guest_report=guest_report, progress=lambda line: print(line, flush=True),
     )
     print(render_result_table(result))
     if json_out is not None:

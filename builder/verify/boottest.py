@@ -3,7 +3,8 @@
 Proves TROVE-GUEST-CONTRACT §8 without OpenStack: a private RabbitMQ, a config drive with the
 user data Trove's taskmanager would send, QEMU with a blank data disk, then `rpc_ping` and
 `get_filesystem_stats` over oslo.messaging as the controller would call them. Times are seconds
-since QEMU started. Any failure gives one clear reason plus the console's last lines.
+since QEMU started; the timeline (builder/verify/timeline.py) says where a boot spends them.
+Any failure gives one clear reason plus the console's last lines.
 """
 
 from __future__ import annotations
@@ -21,11 +22,24 @@ from pathlib import Path
 from builder import defaults
 from builder.verify import procs
 from builder.verify.configdrive import meta_data, trove_user_data, write_config_drive
-from builder.verify.console import CLOUD_INIT_DONE, KERNEL_STARTED, LOGIN_PROMPT, ConsoleWatcher
+from builder.verify.console import ConsoleWatcher
 from builder.verify.controller import GUEST_CONTROLLER_ADDR, ControllerError, FakeController
 from builder.verify.qemu import GiB, VMConfig, VMError, boot_vm, image_info
 from builder.verify.rabbitmq import rabbitmq_broker
 from builder.verify.rpc import FS_STATS_KEYS, FS_STATS_LATER_KEYS, GuestClient
+from builder.verify.timeline import (
+    CONSOLE_MILESTONES,
+    BrokerConnectionWatch,
+    Event,
+    build_timeline,
+    events_as_dicts,
+    guest_report_cloud_config,
+    host_key_types,
+    network_stacks,
+    parse_guest_report,
+    render_timeline,
+    report_finished,
+)
 
 DEFAULT_TIMEOUT = 900.0      # TCG boots are slow: the first rpc_ping may come 2-5 min after start
 KERNEL_WATCHDOG = 240.0      # no kernel line by then: the accelerator (or the boot loader) is stuck
@@ -61,6 +75,11 @@ class BootTestResult:
     dev_mode: bool = False
     timings: dict[str, float | None] = field(default_factory=lambda: {
         "login_prompt": None, "cloud_init_done": None, "first_rpc_ping": None})
+    # Every step seen, in time order: {name, what, seconds, source} (timeline.Event).
+    timeline: list[dict] = field(default_factory=list)
+    network_stacks: list[str] = field(default_factory=list)
+    host_key_types: list[str] = field(default_factory=list)
+    guest_report: dict | None = None
     total_seconds: float | None = None
     checks: list[Check] = field(default_factory=list)
     fs_stats: dict | None = None
@@ -107,14 +126,29 @@ def render_result_table(result: BootTestResult) -> str:
         ("dev mode", "yes" if result.dev_mode else "no"),
         ("login prompt", _fmt_seconds(result.timings.get("login_prompt"))),
         ("cloud-init done", _fmt_seconds(result.timings.get("cloud_init_done"))),
+        ("broker connection", _fmt_seconds(result.timings.get("broker_connected"))),
         ("first rpc_ping", _fmt_seconds(result.timings.get("first_rpc_ping"))),
         ("total", _fmt_seconds(result.total_seconds)),
+        ("network stacks", ", ".join(result.network_stacks) or "-"),
+        ("ssh host keys", ", ".join(result.host_key_types) or "-"),
     ]
     if result.console_log:
         rows.append(("console log", result.console_log))
     width = max(len(k) for k, _ in rows)
     lines = [f"Boot test of {result.image}", ""]
     lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
+    if result.timeline:
+        lines += ["", "  Timeline (seconds since QEMU started; +gap since the previous step)"]
+        lines += render_timeline([Event(**e) for e in result.timeline])
+    report = result.guest_report
+    if report:
+        lines += ["", f"  Guest: {report['analyze'] or 'systemd-analyze gave nothing'}"]
+        if report["blame"]:
+            lines += ["  Guest's slowest units (systemd-analyze blame):"]
+            lines += [f"    {line}" for line in report["blame"][:12]]
+        if report["critical_chain"]:
+            lines += ["  Guest's critical chain to guest-agent.service:"]
+            lines += [f"    {line}" for line in report["critical_chain"]]
     if result.checks:
         name_w = max(len(c.name) for c in result.checks)
         lines += ["", "  Checks"]
@@ -195,6 +229,7 @@ def run_boot_test(
     tenant_id: str = "boot-test-tenant",
     extra_cloud_config: dict | None = None,
     agent_extra_sections: dict | None = None,
+    guest_report: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> BootTestResult:
     """Boot `image` and check it serves Trove's RPC; never raises for a failing image.
@@ -205,7 +240,10 @@ def run_boot_test(
     user data then also writes /etc/trove/controller.conf (CONTROLLER=10.0.2.100).
 
     data_disk_gb=None boots without the second disk (the negative test of §8: rpc_ping must
-    then time out). Errors in the harness itself (no QEMU, no broker) are raised as
+    then time out). guest_report=True adds the timeline's debug toggle to the user data: the
+    guest prints systemd-analyze (time, blame, critical chain, unit times) to the console once
+    booted, and the test waits up to a minute for it after the checks. Errors in the harness itself
+    (no QEMU, no broker) are raised as
     BuilderError subclasses; everything about the guest lands in the result.
     """
     say = progress or (lambda _msg: None)
@@ -242,7 +280,8 @@ def run_boot_test(
             guest_id=guest_id, transport_url=broker.guest_transport_url, datastore_manager=datastore,
             datastore_version=datastore_version, tenant_id=tenant_id, guest_user=guest_user,
             controller=GUEST_CONTROLLER_ADDR if dev_mode else None,
-            agent_extra_sections=agent_extra_sections, extra_cloud_config=extra_cloud_config)
+            agent_extra_sections=agent_extra_sections,
+            extra_cloud_config={**(extra_cloud_config or {}), **(guest_report_cloud_config() if guest_report else {})})
         drive = write_config_drive(tmp / "config-drive.iso", meta=meta_data(guest_id), user_data=user_data)
         client = stack.enter_context(GuestClient(broker.transport_url(), guest_id))
         try:
@@ -255,19 +294,46 @@ def run_boot_test(
             serial_log=Path(console_log) if console_log else None))
         result.accel, result.accel_reason, result.qemu_command = vm.accel, vm.accel_reason, vm.command
         say(f"QEMU started ({vm.accel}: {vm.accel_reason}; firmware {firmware})")
+        markers = {name: pattern for name, (_what, pattern) in CONSOLE_MILESTONES.items()}
         watcher = stack.enter_context(ConsoleWatcher(vm.console, {
-            "kernel": KERNEL_STARTED, "login_prompt": LOGIN_PROMPT, "cloud_init_done": CLOUD_INIT_DONE,
-            "cloud_init_module_failure": CLOUD_INIT_MODULE_FAILURE}))
+            **markers, "cloud_init_module_failure": CLOUD_INIT_MODULE_FAILURE}))
+        broker_watch = stack.enter_context(BrokerConnectionWatch(vm.proc.pid, broker.port, vm.t0))
         try:
             _drive_guest(result, client, vm, watcher, deadline, rpc_timeout, data_disk_gb, root_gb,
                          controller, say)
+            if guest_report and result.timings["first_rpc_ping"] is not None:
+                _wait_for_report(vm, min(60.0, max(0.0, deadline - time.monotonic())))
         finally:
             watcher.check()
+            _record_timeline(result, watcher, vm, broker_watch)
             result.serial_tail = vm.console.tail(TAIL_LINES)
             result.total_seconds = round(time.monotonic() - t_start, 1)
     if not result.reason and all(c.ok for c in result.checks if c.required):
         result.passed = True
     return result
+
+
+def _wait_for_report(vm, timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while not report_finished(vm.console.text()) and time.monotonic() < end and vm.alive():
+        time.sleep(1)
+
+
+def _record_timeline(result: BootTestResult, watcher: ConsoleWatcher, vm, broker_watch) -> None:
+    """The timeline, network stacks and host key types from what the console and host saw."""
+    text = vm.console.text()
+    console_seen = {name: t for name, t in watcher.seen.items() if name in CONSOLE_MILESTONES}
+    host_seen = {}
+    if broker_watch.connected_at is not None:
+        host_seen["broker_connected"] = broker_watch.connected_at
+        result.timings["broker_connected"] = broker_watch.connected_at
+    if result.timings.get("first_rpc_ping") is not None:
+        host_seen["first_rpc_ping"] = result.timings["first_rpc_ping"]
+    report = parse_guest_report(text)
+    result.guest_report = asdict(report) if report else None
+    result.timeline = events_as_dicts(build_timeline(console_seen, host_seen, report))
+    result.network_stacks = network_stacks(text)
+    result.host_key_types = host_key_types(text)
 
 
 def _drive_guest(result: BootTestResult, client: GuestClient, vm, watcher: ConsoleWatcher, deadline: float,

@@ -1,0 +1,273 @@
+"""The boot timeline: when each step of a guest's first boot happened, in seconds since QEMU started.
+
+Three sources, each used where it is the one that can tell:
+- the serial console (kernel, initrd, systemd's targets and units, each cloud-init stage), timed by
+  when the line appeared on the host, so every image is measured the same way whatever it ships;
+- the host (QEMU's first TCP connection to the broker, the first rpc_ping answer);
+- optionally the guest itself (`guest_report_cloud_config`): a config-drive toggle that makes any
+  image print `systemd-analyze`, its critical chain, `blame` and per-unit activation times to the
+  serial console once boot has finished. It rides on the boot test's user data, so an image built
+  before this existed reports the same way, and production images carry nothing for it.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from builder.verify.console import CLOUD_INIT_DONE, KERNEL_STARTED, LOGIN_PROMPT
+
+# Console milestones in boot order: name -> (what it means, regex over the cleaned console).
+# systemd >= 246 prints "<unit> - <Description>", older ones only the description: both match.
+CONSOLE_MILESTONES: dict[str, tuple[str, str]] = {
+    "kernel": ("kernel started", KERNEL_STARTED),
+    "initrd": ("initramfs started", r"Run /init as init process|Loading, please wait\.\.\."),
+    "systemd": ("systemd started on the root fs", r"^Welcome to .*!"),
+    "local_fs": ("local-fs.target", r"Reached target (?:local-fs\.target - )?Local File Systems\b"),
+    "sysinit": ("sysinit.target", r"Reached target (?:sysinit\.target - )?System Initialization\b"),
+    "cloud_init_local": ("cloud-init init-local", r"Cloud-init v\. \S+ running 'init-local'"),
+    "cloud_init_network": ("cloud-init init (network)", r"Cloud-init v\. \S+ running 'init' "),
+    "network": ("network.target", r"Reached target (?:network\.target - Network\b|Network\.)"),
+    "network_online": ("network-online.target", r"Reached target (?:network-online\.target - )?Network is Online"),
+    "cloud_config": ("cloud-init modules:config", r"Cloud-init v\. \S+ running 'modules:config'"),
+    "docker": ("docker.service started", r"Started (?:docker\.service - )?Docker Application Container Engine"),
+    "agent_unit": ("guest-agent.service started", r"Started (?:guest-agent\.service - )?OpenStack Trove Guest Agent"),
+    "multi_user": ("multi-user.target", r"Reached target (?:multi-user\.target - )?Multi-User System"),
+    "login_prompt": ("login prompt", LOGIN_PROMPT),
+    "cloud_final": ("cloud-init modules:final", r"Cloud-init v\. \S+ running 'modules:final'"),
+    "cloud_init_done": ("cloud-init finished", CLOUD_INIT_DONE),
+}
+HOST_MILESTONES = {
+    "broker_connected": "guest's first TCP connection to the broker",
+    "first_rpc_ping": "first rpc_ping answered",
+}
+# Network stacks a guest may start; a production image must start exactly one.
+NETWORK_STACKS: dict[str, str] = {
+    "ifupdown": r"(?:Starting|Started|Finished) (?:networking\.service - )?Raise network interfaces",
+    "systemd-networkd": r"(?:Starting|Started) (?:systemd-networkd\.service - )?Network (?:Configuration|Service)\b",
+    "NetworkManager": r"(?:Starting|Started) (?:NetworkManager\.service - )?Network Manager\b",
+}
+# cloud-init's keys_to_console block: "256 SHA256:... root@host (ED25519)".
+HOST_KEY_LINE = r"\b\d+ (?:SHA256|MD5):\S+ .*\((RSA|DSA|ECDSA|ED25519)\)\s*$"
+HOST_KEYS_BLOCK = r"-----BEGIN SSH HOST KEY FINGERPRINTS-----(.*?)-----END SSH HOST KEY FINGERPRINTS-----"
+
+REPORT_TAG = "trove-boot-report:"
+REPORT_END = f"{REPORT_TAG} end"
+_REPORT_END_LINE = re.compile(rf"^{re.escape(REPORT_END)}\s*$", re.MULTILINE)
+# Units whose activation the guest report gives (the ones that are absent print nothing).
+REPORT_UNITS = (
+    "systemd-journald.service", "apparmor.service", "ldconfig.service", "netfilter-persistent.service",
+    "systemd-networkd.service", "systemd-networkd-wait-online.service", "networking.service",
+    "cloud-init-local.service", "cloud-init.service", "cloud-init-network.service", "network-online.target",
+    "cloud-config.service", "ssh.service", "containerd.service", "docker.service", "guest-agent.service",
+    "multi-user.target", "cloud-final.service",
+)
+# Runs in the guest as a transient unit started by cloud-init's bootcmd: waits until boot has
+# finished (`systemd-analyze` refuses before that; systemd 237 has no is-system-running --wait),
+# then writes everything to the console, one tagged line at a time.
+_REPORT_SCRIPT = r"""
+exec >/dev/console 2>&1
+n=0
+until systemd-analyze time >/dev/null 2>&1 || [ $n -ge 600 ]; do sleep 2; n=$((n+2)); done
+say() { sed "s/^/{tag} $1 /"; }
+systemd-analyze time | say analyze
+systemd-analyze critical-chain guest-agent.service 2>&1 | say chain
+systemd-analyze blame 2>&1 | head -n 30 | say blame
+for u in {units}; do
+  systemctl show -p Id,LoadState,InactiveExitTimestampMonotonic,ActiveEnterTimestampMonotonic "$u" \
+    | tr '\n' ' ' | say unit; echo
+done
+ls /etc/ssh/ 2>&1 | grep '_key.pub$' | say hostkey
+echo "{tag}" end
+"""
+
+
+def guest_report_cloud_config() -> dict:
+    """Extra cloud-config (merged into the boot test's user data) that makes the guest print its report."""
+    script = _REPORT_SCRIPT.replace("{tag}", REPORT_TAG).replace("{units}", " ".join(REPORT_UNITS))
+    # A description of its own: systemd would otherwise print the whole script as the unit's
+    # description on the console.
+    return {"bootcmd": [["systemd-run", "--no-block", "--unit=trove-boot-report",
+                         "--description=Trove boot report", "/bin/sh", "-c", script]]}
+
+
+@dataclass
+class Event:
+    """One step of the boot: seconds since QEMU started, and where the time was read."""
+
+    name: str
+    what: str
+    seconds: float
+    source: str  # console | host | guest
+
+
+@dataclass
+class GuestReport:
+    """What the guest said about its own boot (its clock: seconds since the kernel started)."""
+
+    analyze: str = ""
+    critical_chain: list[str] = field(default_factory=list)
+    blame: list[str] = field(default_factory=list)
+    units: dict[str, dict[str, float | None]] = field(default_factory=dict)  # unit -> started/active
+    host_key_files: list[str] = field(default_factory=list)
+
+
+def first_seen(text: str, pattern: str) -> re.Match | None:
+    return re.search(pattern, text, re.MULTILINE)
+
+
+def network_stacks(console_text: str) -> list[str]:
+    """The network stacks the console shows being started (a healthy image: exactly one)."""
+    return [name for name, pattern in NETWORK_STACKS.items() if first_seen(console_text, pattern)]
+
+
+def host_key_types(console_text: str) -> list[str]:
+    """Host key types cloud-init printed to the console (keys_to_console), lower case, sorted."""
+    block = re.search(HOST_KEYS_BLOCK, console_text, re.DOTALL)
+    if not block:
+        return []
+    return sorted({m.group(1).lower() for m in re.finditer(HOST_KEY_LINE, block.group(1), re.MULTILINE)})
+
+
+def report_finished(console_text: str) -> bool:
+    """The guest printed its report's last line (a line of its own, not the script's text)."""
+    return _REPORT_END_LINE.search(console_text) is not None
+
+
+def parse_guest_report(console_text: str) -> GuestReport | None:
+    """The guest's report from the console, or None if it did not (yet) print one."""
+    if not report_finished(console_text):
+        return None
+    report = GuestReport()
+    analyze: list[str] = []
+    for line in console_text.splitlines():
+        at = line.find(REPORT_TAG)
+        if at < 0:
+            continue
+        kind, _, rest = line[at + len(REPORT_TAG):].strip().partition(" ")
+        if kind == "analyze":
+            analyze.append(rest)
+        elif kind == "chain":
+            report.critical_chain.append(rest)
+        elif kind == "blame":
+            report.blame.append(rest.strip())
+        elif kind == "hostkey":
+            report.host_key_files.append(rest.strip())
+        elif kind == "unit":
+            props = dict(p.split("=", 1) for p in rest.split() if "=" in p)
+            if props.get("LoadState") == "loaded":
+                report.units[props["Id"]] = {
+                    "started": _usec(props.get("InactiveExitTimestampMonotonic")),
+                    "active": _usec(props.get("ActiveEnterTimestampMonotonic"))}
+    report.analyze = " ".join(analyze).strip()
+    return report
+
+
+def _usec(value: str | None) -> float | None:
+    if not value or not value.isdigit() or value == "0":
+        return None
+    return round(int(value) / 1e6, 2)
+
+
+def console_events(console_seen: dict[str, float]) -> list[Event]:
+    return [Event(name, CONSOLE_MILESTONES[name][0], round(t, 1), "console")
+            for name, t in console_seen.items() if name in CONSOLE_MILESTONES]
+
+
+def guest_events(report: GuestReport, kernel_at: float | None) -> list[Event]:
+    """The report's unit activations on the host's clock: guest clock + when the kernel started."""
+    if kernel_at is None:
+        return []
+    events = []
+    for unit, times in report.units.items():
+        if times["active"] is not None:
+            events.append(Event(f"unit:{unit}", f"{unit} active (guest clock {times['active']:.1f} s)",
+                                round(kernel_at + times["active"], 1), "guest"))
+    return events
+
+
+def build_timeline(console_seen: dict[str, float], host_seen: dict[str, float],
+                   report: GuestReport | None) -> list[Event]:
+    """Every known event, in time order."""
+    events = console_events(console_seen)
+    events += [Event(name, HOST_MILESTONES[name], round(t, 1), "host") for name, t in host_seen.items()]
+    if report is not None:
+        events += guest_events(report, console_seen.get("kernel"))
+    return sorted(events, key=lambda e: e.seconds)
+
+
+def render_timeline(events: list[Event]) -> list[str]:
+    """Lines for the text report: time, the gap since the previous event, what happened."""
+    lines, previous = [], 0.0
+    for event in events:
+        gap = event.seconds - previous
+        lines.append(f"  {event.seconds:7.1f} s  (+{gap:5.1f})  {event.source:<7}  {event.what}")
+        previous = event.seconds
+    return lines
+
+
+def events_as_dicts(events: list[Event]) -> list[dict]:
+    return [asdict(e) for e in events]
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    fd_dir = Path(f"/proc/{pid}/fd")
+    try:
+        for fd in fd_dir.iterdir():
+            try:
+                target = fd.readlink().as_posix()
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        pass
+    return inodes
+
+
+def qemu_connected_to(pid: int, port: int) -> bool:
+    """Whether QEMU (user networking: the guest's connections are QEMU's own sockets) has an
+    established TCP connection to local `port`, read from /proc: no polling of the broker."""
+    inodes = _socket_inodes(pid)
+    if not inodes:
+        return False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if len(cols) > 9 and cols[3] == "01" and cols[9] in inodes and int(cols[2].rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
+class BrokerConnectionWatch:
+    """A background poller noting when QEMU first connects to the broker (the agent's first
+    AMQP connection: nothing else in a Trove guest talks to it)."""
+
+    def __init__(self, pid: int, port: int, t0: float, poll: float = 0.5):
+        self.pid, self.port, self.t0, self.poll = pid, port, t0, poll
+        self.connected_at: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="broker-connection-watch", daemon=True)
+
+    def __enter__(self) -> BrokerConnectionWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and self.connected_at is None:
+            if qemu_connected_to(self.pid, self.port):
+                self.connected_at = round(time.monotonic() - self.t0, 1)
+                return
+            self._stop.wait(self.poll)

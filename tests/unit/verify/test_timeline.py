@@ -1,0 +1,131 @@
+"""The boot timeline read from a console: milestones, network stacks, host key types, the guest's report."""
+
+from __future__ import annotations
+
+import re
+import socket
+
+import yaml
+
+from builder.verify import timeline
+from builder.verify.configdrive import cloud_config_user_data
+
+# Lines as noble (systemd 255: "<unit> - <description>") and bionic (237: description only) print them.
+NOBLE = """\
+[    0.000000] Linux version 6.8.0-90-generic (buildd@lcy02-amd64-010)
+[    2.100000] Run /init as init process
+Welcome to Ubuntu 24.04.3 LTS!
+[  OK  ] Reached target local-fs.target - Local File Systems.
+[  OK  ] Reached target sysinit.target - System Initialization.
+[   20.1] cloud-init[400]: Cloud-init v. 25.1.4 running 'init-local' at Mon, 30 Nov 2026 21:00:00 +0000.
+         Starting networking.service - Raise network interfaces...
+         Starting systemd-networkd.service - Network Configuration...
+[  OK  ] Reached target network.target - Network.
+[  OK  ] Reached target network-online.target - Network is Online.
+[  OK  ] Started docker.service - Docker Application Container Engine.
+[  OK  ] Started guest-agent.service - OpenStack Trove Guest Agent.
+<14>Nov 30 21:01:00 cloud-init: -----BEGIN SSH HOST KEY FINGERPRINTS-----
+<14>Nov 30 21:01:00 cloud-init: 3072 SHA256:abcDEF root@trove (RSA)
+<14>Nov 30 21:01:00 cloud-init: 256 SHA256:ghiJKL root@trove (ED25519)
+<14>Nov 30 21:01:00 cloud-init: -----END SSH HOST KEY FINGERPRINTS-----
+"""
+BIONIC = """\
+[    0.000000] Linux version 4.15.0-213-generic
+Loading, please wait...
+Welcome to Ubuntu 18.04.6 LTS!
+[  OK  ] Reached target Local File Systems.
+[  OK  ] Reached target Network.
+[  OK  ] Reached target Network is Online.
+[  OK  ] Started Docker Application Container Engine.
+[  OK  ] Reached target Multi-User System.
+         Starting Raise network interfaces...
+-----BEGIN SSH HOST KEY FINGERPRINTS-----
+256 SHA256:ghiJKL root@trove (ED25519)
+-----END SSH HOST KEY FINGERPRINTS-----
+"""
+
+
+def seen(text: str) -> set[str]:
+    return {name for name, (_what, pattern) in timeline.CONSOLE_MILESTONES.items()
+            if timeline.first_seen(text, pattern)}
+
+
+def test_milestones_of_both_systemd_status_formats():
+    assert {"kernel", "initrd", "systemd", "local_fs", "sysinit", "cloud_init_local", "network",
+            "network_online", "docker", "agent_unit"} <= seen(NOBLE)
+    assert {"kernel", "initrd", "systemd", "local_fs", "network", "network_online", "docker",
+            "multi_user"} <= seen(BIONIC)
+    assert "agent_unit" not in seen(BIONIC) and "network" in seen("[  OK  ] Reached target Network.\n")
+    # "Network is Online" is not network.target.
+    assert "network" not in seen("[  OK  ] Reached target network-online.target - Network is Online.\n")
+
+
+def test_two_network_stacks_are_seen_and_one_is_one():
+    assert timeline.network_stacks(NOBLE) == ["ifupdown", "systemd-networkd"]
+    assert timeline.network_stacks(BIONIC) == ["ifupdown"]
+
+
+def test_host_key_types_from_the_fingerprint_block():
+    assert timeline.host_key_types(NOBLE) == ["ed25519", "rsa"]
+    assert timeline.host_key_types(BIONIC) == ["ed25519"]
+    assert timeline.host_key_types("no block here\n") == []
+
+
+REPORT = """\
+[  120.0] random kernel line
+trove-boot-report: analyze Startup finished in 3.2s (kernel) + 8.1s (initrd) + 1min 10s (userspace) = 1min 21s
+trove-boot-report: analyze multi-user.target reached after 1min 5s in userspace.
+trove-boot-report: chain guest-agent.service +2.1s
+trove-boot-report: chain └─docker.service @50.2s +10s
+trove-boot-report: blame 20.5s apparmor.service
+trove-boot-report: blame 10.0s docker.service
+trove-boot-report: unit Id=docker.service LoadState=loaded InactiveExitTimestampMonotonic=50200000 ActiveEnterTimestampMonotonic=60200000
+trove-boot-report: unit Id=networking.service LoadState=not-found InactiveExitTimestampMonotonic=0 ActiveEnterTimestampMonotonic=0
+trove-boot-report: unit Id=guest-agent.service LoadState=loaded InactiveExitTimestampMonotonic=62000000 ActiveEnterTimestampMonotonic=62500000
+trove-boot-report: hostkey ssh_host_ed25519_key.pub
+trove-boot-report: end
+"""
+
+
+def test_guest_report_parsed_and_placed_on_the_host_clock():
+    assert timeline.parse_guest_report(REPORT.replace("trove-boot-report: end", "")) is None  # not finished yet
+    # The script's own text on the console (a unit description) is not the end of the report.
+    assert timeline.parse_guest_report('[  OK  ] Started x\necho "trove-boot-report: end"\n') is None
+    report = timeline.parse_guest_report(REPORT)
+    assert report.analyze.startswith("Startup finished in 3.2s (kernel)")
+    assert report.blame == ["20.5s apparmor.service", "10.0s docker.service"]
+    assert report.critical_chain[0] == "guest-agent.service +2.1s"
+    assert report.units == {"docker.service": {"started": 50.2, "active": 60.2},
+                            "guest-agent.service": {"started": 62.0, "active": 62.5}}
+    assert report.host_key_files == ["ssh_host_ed25519_key.pub"]
+    events = timeline.build_timeline({"kernel": 10.0, "login_prompt": 80.0}, {"first_rpc_ping": 95.0}, report)
+    assert [(e.name, e.seconds, e.source) for e in events] == [
+        ("kernel", 10.0, "console"), ("unit:docker.service", 70.2, "guest"),
+        ("unit:guest-agent.service", 72.5, "guest"), ("login_prompt", 80.0, "console"),
+        ("first_rpc_ping", 95.0, "host")]
+    lines = timeline.render_timeline(events)
+    assert re.search(r"70\.2 s\s+\(\+ 60\.2\)\s+guest\s+docker\.service active", lines[1]), lines[1]
+
+
+def test_guest_report_toggle_is_cloud_config_a_guest_runs():
+    extra = timeline.guest_report_cloud_config()
+    doc = yaml.safe_load(cloud_config_user_data([("/etc/x", "y")], owner="ubuntu:root", extra=extra))
+    command = doc["bootcmd"][0]
+    assert command[:4] == ["systemd-run", "--no-block", "--unit=trove-boot-report", "--description=Trove boot report"]
+    script = command[-1]
+    assert timeline.REPORT_END not in script and "systemd-analyze blame" in script
+    assert "guest-agent.service" in script and "{" + "units}" not in script
+
+
+def test_broker_connection_read_from_proc(tmp_path):
+    """A process of ours connected to a listening port is seen; one without such a socket is not."""
+    import os
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert not timeline.qemu_connected_to(os.getpid(), port)
+        with socket.create_connection(("127.0.0.1", port)):
+            accepted, _ = server.accept()
+            with accepted:
+                assert timeline.qemu_connected_to(os.getpid(), port)
