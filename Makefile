@@ -86,7 +86,7 @@ bench: venv  ## cold/warm/hook/agent builds of noble and bookworm -> bench/resul
 	$(VENV)/bin/python scripts/bench.py --builder-image $(BUILDER_IMAGE)
 
 # The reference images (e.g. built from an older commit), named as `make image` names them.
-REFERENCE ?= $(error REFERENCE=dir of reference images, e.g. make bench-boot REFERENCE=/work/baseline)
+REFERENCE ?= $(error REFERENCE=dir of reference images, e.g. make bench-boot REFERENCE=../images-from-main)
 BENCH_RELEASES ?= noble,bookworm,bionic
 BENCH_ROUNDS ?= 3
 bench-boot: venv  ## make bench-boot REFERENCE=dir: boot images/ against REFERENCE/, alternating -> bench/boot-results.md and .json
