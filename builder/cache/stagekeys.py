@@ -19,7 +19,7 @@ from typing import Any
 
 from builder.cache.cas import sha256_file
 from builder.guest import hooks
-from builder.guest.render import _env, file_table, render
+from builder.guest.render import stage_files
 from builder.stages import checkpoints
 
 # Checkpoints in pipeline order: name -> (stages it covers, hook phases those stages run).
@@ -71,18 +71,9 @@ def toolchain_id() -> str:
 
 
 def rendered_files(context: dict[str, Any], stage: str) -> list[tuple[str, str, str, str]]:
-    """(path, mode, owner, content) of every guest file `stage` writes, as it would write them."""
-    out = []
-    for entry in file_table():
-        if entry["stage"] != stage:
-            continue
-        when = entry.get("when")
-        if when and not _env.compile_expression(when)(**context):
-            continue
-        out.append((_env.from_string(entry["path"]).render(**context), str(entry.get("mode", "0644")),
-                    _env.from_string(entry.get("owner", "root:root")).render(**context),
-                    hashlib.sha256(render(entry["template"], context).encode()).hexdigest()))
-    return out
+    """(path, mode, owner, content digest) of every guest file `stage` writes, as it would write them."""
+    return [(path, mode, owner, hashlib.sha256(content.encode()).hexdigest())
+            for path, mode, owner, content in stage_files(stage, context)]
 
 
 def hooks_digest(hooks_dir: Path | None, phases: tuple[str, ...]) -> str | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -57,17 +57,24 @@ def write_into(root: Path, inner: str, content: str, mode: int = 0o644, owner: s
     return target
 
 
-def install_stage_files(root: Path, stage: str, context: Mapping[str, Any]) -> list[str]:
-    """Render and write every file of `stage` whose `when` holds; return the guest paths written."""
-    written = []
+def stage_files(stage: str, context: Mapping[str, Any]) -> Iterator[tuple[str, str, str, str]]:
+    """(guest path, mode, owner, content) of every file of `stage` whose `when` holds, rendered.
+
+    The one reading of files.yaml: the stage writes these, and its cache key digests the same."""
     for entry in file_table():
         if entry["stage"] != stage:
             continue
         when = entry.get("when")
         if when and not _env.compile_expression(when)(**context):
             continue
-        path = _env.from_string(entry["path"]).render(**context)
-        owner = _env.from_string(entry.get("owner", "root:root")).render(**context)
-        write_into(root, path, render(entry["template"], context), int(entry.get("mode", "0644"), 8), owner)
+        yield (_env.from_string(entry["path"]).render(**context), str(entry.get("mode", "0644")),
+               _env.from_string(entry.get("owner", "root:root")).render(**context), render(entry["template"], context))
+
+
+def install_stage_files(root: Path, stage: str, context: Mapping[str, Any]) -> list[str]:
+    """Render and write every file of `stage` whose `when` holds; return the guest paths written."""
+    written = []
+    for path, mode, owner, content in stage_files(stage, context):
+        write_into(root, path, content, int(mode, 8), owner)
         written.append(path)
     return written
