@@ -71,15 +71,21 @@ lint: venv  ## ruff (style, imports, bugbear) and mypy (types): seconds
 	$(VENV)/bin/mypy
 
 # pytest exits 5 when a selection (PYTEST_ARGS) holds no test of that kind: not a failure here.
+# Workers (pytest-xdist): the unit tests mostly wait (brokers starting, subprocesses), so 4 share two
+# cores well; the slow suite runs a file per worker (module fixtures stay whole), two at once, so a
+# boot or a check runs while the other worker's build waits on the archive. UNIT_WORKERS=0 /
+# SLOW_WORKERS=0 run in one process.
+UNIT_WORKERS ?= 4
+SLOW_WORKERS ?= 2
 test: lint  ## fails fast: lint, then the unit tests, then the slow suite (real builds and boots)
-	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS) || [ $$? -eq 5 ]
-	$(VENV)/bin/pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(VENV)/bin/pytest -m "not slow" -n $(UNIT_WORKERS) $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(VENV)/bin/pytest -m slow -n $(SLOW_WORKERS) --dist loadfile $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 register: venv  ## make register IMAGE=... DATASTORE=mysql VERSION=8.4 [REGISTER_ARGS="--default --os-cloud NAME"]: Glance + Trove
 	$(TB) register $(IMAGE) --datastore $(DATASTORE) --version $(VERSION) $(REGISTER_ARGS)
 
-test-fast: venv  ## unit tests only (seconds)
-	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
+test-fast: venv  ## unit tests only (a minute or two)
+	$(VENV)/bin/pytest -m "not slow" -n $(UNIT_WORKERS) $(PYTEST_ARGS)
 
 bench: venv  ## cold/warm/hook/agent builds of noble and bookworm -> bench/results.md and .json
 	@docker image inspect $(BUILDER_IMAGE) >/dev/null 2>&1 || $(MAKE) builder

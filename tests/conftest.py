@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -15,6 +16,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 TB = [str(Path(sys.executable).parent / "trove-builder")]
+# This test run (shared by its xdist workers): a kept image directory (TROVE_BUILDER_TEST_IMAGES) is
+# rebuilt once per run, through the stage cache, rather than trusted from an earlier run.
+RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
 BUILDER_IMAGE = os.environ.get("TROVE_BUILDER_IMAGE", "trove-builder:test")
 ARCHIVES = {"ubuntu": "http://archive.ubuntu.com/ubuntu/dists/noble/Release",
             "debian": "http://deb.debian.org/debian/dists/bookworm/Release"}
@@ -98,43 +102,59 @@ def builder_image() -> str:
     return BUILDER_IMAGE
 
 
+def shared_dir(tmp_path_factory, name: str) -> Path:
+    """A directory every pytest-xdist worker of this run sees (the run's base temp; the worker's own
+    base temp without xdist), so that a build or a key made by one worker is reused by the others."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    path = root / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 class ImageBuilds:
-    """Builds each (os, release, dev_mode) at most once per session; failures are remembered."""
+    """Builds each (os, release, dev_mode, extra args) at most once per test run, whichever xdist worker
+    asks first: the others wait on its file lock and reuse the image, or its failure (remembered on disk)."""
 
     def __init__(self, root: Path, builder_image: str):
         self.root = root
         self.builder_image = builder_image
-        self.done: dict[tuple, tuple[Path, subprocess.CompletedProcess]] = {}
 
     def get(self, os_name: str, release: str, dev_mode: bool = False, *extra: str) -> Path:
-        key = (os_name, release, dev_mode, extra)
-        if key not in self.done:
-            if os_name == "ubuntu":
-                require_archive("ubuntu")
-            suffix = "-dev" if dev_mode else ""
-            out = (self.root / f"{os_name}-{release}{suffix}-{abs(hash(extra)) % 10**6}"
-                   / f"trove-guest-{os_name}-{release}{suffix}.qcow2")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            result = run_tb("build", os_name, release, str(dev_mode).lower(), "ubuntu", str(out),
-                            "--builder-image", self.builder_image, *extra)
-            self.done[key] = (out, result)
-        out, result = self.done[key]
-        assert result.returncode == 0, f"build failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        suffix = "-dev" if dev_mode else ""
+        key = hashlib.sha256("\0".join([os_name, release, str(dev_mode), *extra]).encode()).hexdigest()[:12]
+        out = self.root / f"{os_name}-{release}{suffix}-{key}" / f"trove-guest-{os_name}-{release}{suffix}.qcow2"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        outcome = out.parent / "build-outcome.txt"
+        with open(out.parent / ".claim", "w") as claim:
+            fcntl.flock(claim, fcntl.LOCK_EX)
+            if not outcome.exists() or outcome.read_text().partition("\n")[0] != RUN:
+                if os_name == "ubuntu":
+                    require_archive("ubuntu")
+                result = run_tb("build", os_name, release, str(dev_mode).lower(), "ubuntu", str(out),
+                                "--builder-image", self.builder_image, *extra)
+                outcome.write_text(f"{RUN}\n{result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        returncode, _, output = outcome.read_text().partition("\n")[2].partition("\n")
+        assert returncode == "0", f"build failed:\n{output}"
         return out
 
 
 @pytest.fixture(scope="session")
 def images(builder_image, tmp_path_factory) -> ImageBuilds:
     keep = os.environ.get("TROVE_BUILDER_TEST_IMAGES")
-    root = Path(keep) if keep else tmp_path_factory.mktemp("images")
+    root = Path(keep) if keep else shared_dir(tmp_path_factory, "images")
     return ImageBuilds(root, builder_image)
 
 
 @pytest.fixture(scope="session")
 def dev_key(tmp_path_factory):
-    key = tmp_path_factory.mktemp("devkey") / "id_deploy"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "trove-dev-deploy", "-f", str(key)],
-                   check=True)
+    """One deploy key for the whole run: the dev image is built with it by whichever worker comes first."""
+    key = shared_dir(tmp_path_factory, "devkey") / "id_deploy"
+    with open(key.parent / ".claim", "w") as claim:
+        fcntl.flock(claim, fcntl.LOCK_EX)
+        if not key.exists():
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "trove-dev-deploy",
+                            "-f", str(key)], check=True)
     return key
 
 
@@ -153,3 +173,12 @@ def pytest_runtest_makereport(item, call):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped, and TROVE_BUILDER_NO_SKIPS=1 forbids skips: {reason}"
+
+
+def pytest_collection_finish(session):
+    """The test cloud's venv takes minutes on a fresh machine: when registration tests are to run,
+    install it in the background from the start, so that it overlaps the builds that come first."""
+    if any(item.path.name == "test_register.py" for item in session.items):
+        from tests.integration.cloud.venvs import prefetch
+
+        prefetch()

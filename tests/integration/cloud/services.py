@@ -1,6 +1,6 @@
 """Keystone, Glance and the Trove API, for real, on loopback: SQLite databases, Glance's file store,
-one throw-away directory. Each service runs from its own venv (venvs.py) the way operators deploy
-it: keystone under gunicorn (its WSGI app), glance-api and trove-api as their own servers.
+one throw-away directory, all three from one pinned venv (venvs.py): keystone and glance under
+gunicorn (their WSGI apps), trove-api as its own server.
 
 Used by tests/integration/test_register.py; everything is stopped and removed by `running_cloud`.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from builder.verify import procs
 
-from .venvs import service_venv, service_venvs
+from .venvs import cloud_venv
 
 HOST = "127.0.0.1"
 SQLITE_BIGINT = Path(__file__).resolve().parent / "sqlite_bigint.py"
@@ -102,7 +102,7 @@ def _spawn(argv: list, root: Path, name: str, marker: str, env: dict | None = No
 
 
 def start_keystone(root: Path, marker: str, admin_password: str) -> tuple[subprocess.Popen, str]:
-    venv = service_venv("keystone")
+    venv = cloud_venv()
     port = procs.free_port(HOST)
     url = f"http://{HOST}:{port}/v3"
     conf = root / "keystone.conf"
@@ -140,7 +140,7 @@ def _authtoken(keystone_url: str, user: str, password: str) -> dict[str, object]
 
 
 def start_glance(root: Path, marker: str, keystone_url: str, password: str) -> tuple[subprocess.Popen, str, Path]:
-    venv = service_venv("glance")
+    venv = cloud_venv()
     port = procs.free_port(HOST)
     store = root / "glance-images"
     for d in (store, root / "glance-staging", root / "glance-tasks"):
@@ -175,7 +175,7 @@ def start_trove(root: Path, marker: str, keystone_url: str,
                 password: str) -> tuple[subprocess.Popen, str, Path, Path]:
     """trove-api alone: registration uses only its management API, which makes no RPC call, so the
     message bus is oslo.messaging's in-process fake:// transport instead of a broker."""
-    venv = service_venv("trove")
+    venv = cloud_venv()
     port = procs.free_port(HOST)
     conf = root / "trove.conf"
     conf.write_text(_ini({
@@ -229,7 +229,7 @@ def running_cloud() -> Iterator[Cloud]:
     marker = procs.new_marker("cloud")
     admin_password, service_password, member_password = (secrets.token_hex(12) for _ in range(3))
     running: dict[str, subprocess.Popen] = {}
-    service_venvs()
+    cloud_venv()
     try:
         running["keystone"], keystone_url = start_keystone(root, marker, admin_password)
         running["glance"], glance_url, store = start_glance(root, marker, keystone_url, service_password)
