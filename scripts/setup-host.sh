@@ -46,8 +46,12 @@ if ! docker info >/dev/null 2>&1; then
     docker info >/dev/null 2>&1 || { echo "setup-host.sh: dockerd did not start (see /var/log/trove-builder-dockerd.log)" >&2; exit 1; }
 fi
 
-echo "==> Python venv"
-make --no-print-directory venv
+# The venv (PyPI) and the builder's base image (Debian's archive) download from different places:
+# both at once, the venv in the background.
+echo "==> Python venv (in the background)"
+venv_log=$(mktemp)
+make --no-print-directory venv >"$venv_log" 2>&1 &
+venv_pid=$!
 
 # Always (re)build the builder image: cheap when nothing changed (layer cache),
 # and it must carry this checkout's code.
@@ -58,6 +62,12 @@ if true; then
         echo "==> making the builder's base image locally (mmdebstrap | docker import)"
         make --no-print-directory builder-base
     fi
+    if ! wait "$venv_pid"; then
+        cat "$venv_log" >&2
+        echo "setup-host.sh: the Python venv could not be made (its log is above)" >&2
+        exit 1
+    fi
+    cat "$venv_log"; rm -f "$venv_log"
     echo "==> building the builder image from its lock"
     if ! make --no-print-directory builder >/dev/null; then
         # A lock whose .debs are neither cached nor still in the archive cannot be built here.
