@@ -30,7 +30,8 @@ from builder.cache.cas import ContentStore, sha256_file
 
 SOURCES_LIST = "deb http://deb.debian.org/debian {suite} main\n"
 ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-       "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C.UTF-8", "LANG=C.UTF-8"]
+       "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C.UTF-8", "LANG=C.UTF-8",
+       "TROVE_BUILDER_RUNTIME=none"]  # inside its own image the CLI builds in place (see the Containerfile)
 LOCK_LABEL = "io.trove-builder.builder-lock"
 
 
