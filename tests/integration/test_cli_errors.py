@@ -34,6 +34,7 @@ import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
+import docker
 import pytest
 
 from tests.conftest import TB, docker_available, require_archive, run_tb
@@ -283,9 +284,7 @@ def test_disk_full_during_the_build(tmp_path, builder_image):
         assert line.endswith("(work dir)")
         assert list((cache / "work").iterdir()) == []  # the scratch dir went
     assert list(out.parent.iterdir()) == []
-    left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=trove-builder.output={out}"],
-                          capture_output=True, text=True).stdout.split()
-    assert left == []
+    assert docker.from_env().containers.list(all=True, filters={"label": f"trove-builder.output={out}"}) == []
 
 
 # ---- the distribution mirror ----
