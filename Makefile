@@ -13,9 +13,11 @@ VENV      ?= .venv
 PYTHON    ?= python3
 TB        := $(VENV)/bin/trove-builder
 BUILDER_IMAGE ?= trove-builder:latest
+# The container engine: docker, or podman (a Podman-only host: builder image and builds through podman).
+ENGINE    ?= docker
 # The builder's base. Default: the digest-pinned debian:trixie in the Containerfile.
 # Without a registry, `make builder-base` makes one locally and this points at it.
-BUILDER_BASE ?= $(shell docker image inspect trove-builder-base:trixie >/dev/null 2>&1 && echo trove-builder-base:trixie)
+BUILDER_BASE ?= $(shell $(ENGINE) image inspect trove-builder-base:trixie >/dev/null 2>&1 && echo trove-builder-base:trixie)
 DEBIAN_MIRROR ?= http://deb.debian.org/debian
 PYTEST_ARGS ?=
 
@@ -41,30 +43,30 @@ setup:  ## a fresh Debian host: packages, Docker engine, venv, builder image (ro
 
 builder-base:  ## Debian trixie base made locally (mmdebstrap | docker import), for hosts without a registry
 	mmdebstrap --variant=minbase --include=ca-certificates trixie - $(DEBIAN_MIRROR) \
-	  | docker import - trove-builder-base:trixie
+	  | $(ENGINE) import - trove-builder-base:trixie
 
 builder: venv  ## the builder image from containerfiles/builder.lock.json: the same image ID on any host, any day
-	$(VENV)/bin/python -m builder.builderimage build --tag $(BUILDER_IMAGE)
+	$(VENV)/bin/python -m builder.builderimage build --tag $(BUILDER_IMAGE) --engine $(ENGINE)
 
 builder-lock: venv  ## re-resolve the builder's packages (containerfiles/builder-packages.txt) into its lock, deliberately
 	$(VENV)/bin/python -m builder.builderimage lock
 
 builder-unlocked:  ## the builder image from the Containerfile (live archive, not reproducible; the tests' fixture)
-	docker build -f containerfiles/builder.Containerfile \
+	$(ENGINE) build -f containerfiles/builder.Containerfile \
 	  $(if $(BUILDER_BASE),--build-arg BASE=$(BUILDER_BASE),) -t $(BUILDER_IMAGE) .
 
-image: venv  ## make image OS=ubuntu RELEASE=bionic [DEV_MODE=true] [GUEST_USER=ubuntu] [OUTPUT=...]
-	@docker image inspect $(BUILDER_IMAGE) >/dev/null 2>&1 || $(MAKE) builder
+image: venv  ## make image OS=ubuntu RELEASE=bionic [DEV_MODE=true] [GUEST_USER=ubuntu] [OUTPUT=...] [ENGINE=podman]
+	@$(ENGINE) image inspect $(BUILDER_IMAGE) >/dev/null 2>&1 || $(MAKE) builder
 	@mkdir -p $(dir $(OUTPUT))
-	$(TB) build $(OS) $(RELEASE) $(DEV_MODE) $(GUEST_USER) $(OUTPUT) --builder-image $(BUILDER_IMAGE) $(BUILD_ARGS)
+	$(TB) build $(OS) $(RELEASE) $(DEV_MODE) $(GUEST_USER) $(OUTPUT) --builder-image $(BUILDER_IMAGE) --runtime $(ENGINE) $(BUILD_ARGS)
 
 lock: venv  ## make lock OS=debian RELEASE=bookworm -> images/trove-guest-debian-bookworm.lock.json (and the cache filled)
-	@docker image inspect $(BUILDER_IMAGE) >/dev/null 2>&1 || $(MAKE) builder
+	@$(ENGINE) image inspect $(BUILDER_IMAGE) >/dev/null 2>&1 || $(MAKE) builder
 	@mkdir -p $(dir $(LOCK))
-	$(TB) lock $(OS) $(RELEASE) $(DEV_MODE) $(GUEST_USER) -o $(LOCK) --builder-image $(BUILDER_IMAGE)
+	$(TB) lock $(OS) $(RELEASE) $(DEV_MODE) $(GUEST_USER) -o $(LOCK) --builder-image $(BUILDER_IMAGE) --runtime $(ENGINE)
 
 image-locked: venv  ## make image-locked LOCK=file.lock.json [OUTPUT=...] [BUILD_ARGS=--offline]: exactly what the lock names
-	$(TB) build --lock $(LOCK) -o $(OUTPUT) --builder-image $(BUILDER_IMAGE) $(BUILD_ARGS)
+	$(TB) build --lock $(LOCK) -o $(OUTPUT) --builder-image $(BUILDER_IMAGE) --runtime $(ENGINE) $(BUILD_ARGS)
 
 lint: venv  ## ruff (style, imports, bugbear) and mypy (types): seconds
 	$(VENV)/bin/ruff check builder tests scripts

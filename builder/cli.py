@@ -8,19 +8,20 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from builder import __version__, defaults
 from builder import profile as profiles
+from builder.choices import Compression, DockerSource, Firmware, Format, Runtime
 from builder.errors import BuilderError, UsageError
 from builder.spec import BuildSpec, default_cache_dir
 
 app = typer.Typer(
-    add_completion=False,
     pretty_exceptions_enable=False,
     no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Build OpenStack Trove guest images in a pinned container, identically on any host.",
 )
 
@@ -41,14 +42,19 @@ Mirror = Annotated[str | None, typer.Option("--mirror", envvar="DIB_DISTRIBUTION
                                             help="Distribution archive mirror URL.")]
 HooksDir = Annotated[Path | None, typer.Option(
     "--hooks-dir", help="Directory of <phase>.d/ hooks (a lock names their packages too).")]
-Runtime = Annotated[str, typer.Option("--runtime", help="docker, podman, or none (this host).")]
+RuntimeOption = Annotated[Runtime, typer.Option(
+    "--runtime", envvar="TROVE_BUILDER_RUNTIME",
+    help="Where the pipeline runs: the builder container through docker or podman, or none (this host; "
+         "the default inside the builder image).")]
 BuilderImage = Annotated[str, typer.Option("--builder-image", envvar="TROVE_BUILDER_IMAGE",
                                            help="Builder container image.")]
-CacheDir = Annotated[Path, typer.Option("--cache-dir", envvar="TROVE_BUILDER_CACHE",
-                                        help="Download cache, stage checkpoints, locked files, logs.")]
+CacheDir = Annotated[Path, typer.Option("--cache-dir", envvar=["TROVE_BUILDER_CACHE", "GUEST_CACHEDIR"],
+                                        help="Download cache, stage checkpoints, locked files, logs "
+                                             "(trovestack's GUEST_CACHEDIR is honoured; it is not wiped).")]
 ControllerUser = Annotated[str, typer.Option("--controller-user", envvar="HOST_SCP_USERNAME",
                                              help="Dev mode: controller account the guest rsyncs from.")]
-ControllerPath = Annotated[str, typer.Option("--controller-path", help="Dev mode: trove checkout on the controller.")]
+ControllerPath = Annotated[str, typer.Option("--controller-path", envvar="PATH_TROVE",
+                                             help="Dev mode: trove checkout on the controller.")]
 CABundle = Annotated[Path | None, typer.Option("--ca-bundle",
                                                help="CA bundle for HTTPS during the build (never kept).")]
 PipIndexURL = Annotated[str, typer.Option("--pip-index-url", envvar="PIP_INDEX_URL",
@@ -56,8 +62,51 @@ PipIndexURL = Annotated[str, typer.Option("--pip-index-url", envvar="PIP_INDEX_U
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not reuse or store stage checkpoints "
                                                           "(downloads are still shared).")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show every command's output.")]
+# One meaning everywhere: the command's result as JSON on stdout, everything else on stderr.
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout "
+                                                         "(build: stage timings, cache use, sha256); "
+                                                         "progress and tables go to stderr.")]
 CACHE_DIR = default_cache_dir()
+DEFAULT_RUNTIME = Runtime(defaults.RUNTIME)
+DEFAULT_DOCKER_SOURCE = DockerSource(defaults.DOCKER_SOURCE)
 
+
+def _show_version(wanted: bool) -> None:
+    if wanted:
+        print(f"trove-builder {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                          help="Print the version and exit (`trove-builder version` also "
+                                               "names the builder image).")] = False,
+) -> None:
+    """Build OpenStack Trove guest images in a pinned container, identically on any host."""
+
+
+def main() -> None:
+    """The console script: Typer's app, with the parser's errors (a bad choice, an unknown option) as
+    one line on stderr like every other error, instead of Click's usage box."""
+    # Click's exception class as Typer raises it: Typer's own copy of Click (0.2x) or the click package
+    # (the builder image's Debian typer 0.15); both are the base of typer.BadParameter.
+    click_exception: Any = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+    try:
+        code = app(standalone_mode=False)
+    except click_exception as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # no arguments shows the help (Click >= 8.2)
+            exc.show()
+        else:
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            message = exc.format_message().replace("Value error, ", "")  # pydantic's prefix (Typer 0.2x)
+            print(f"trove-builder: error: {message}{hint}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("trove-builder: aborted", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def fail(exc: BuilderError) -> None:
@@ -107,9 +156,10 @@ def build(
     agent_source: AgentSource = None,
     mirror: Mirror = None,
     hooks_dir: HooksDir = None,
-    runtime: Runtime = defaults.RUNTIME,
+    runtime: RuntimeOption = DEFAULT_RUNTIME,
     builder_image: BuilderImage = defaults.BUILDER_IMAGE,
-    fmt: Annotated[str | None, typer.Option("--format", help="qcow2 (default) or raw.")] = None,
+    fmt: Annotated[Format | None, typer.Option("--format", envvar="GUEST_IMAGETYPE",
+                                               help="Default: qcow2, or raw for a .raw output.")] = None,
     work_dir: Annotated[Path | None, typer.Option("--work-dir",
                                                   help="Scratch directory (default: in the cache).")] = None,
     keep_work_dir: Annotated[bool, typer.Option("--keep-work-dir", help="Keep the scratch directory.")] = False,
@@ -122,17 +172,17 @@ def build(
                                            help="Dev mode: copy guest logs to the controller.")] = "false",
     ca_bundle: CABundle = None,
     pip_index_url: PipIndexURL = defaults.PIP_INDEX_URL,
-    docker_source: Annotated[str, typer.Option("--docker-source",
-                                               help="distro (docker.io) or docker-ce.")] = defaults.DOCKER_SOURCE,
-    compression: Annotated[str | None, typer.Option(
-        "--compression", help="qcow2 compression: zstd, zlib or none (default: the release profile's; "
+    docker_source: Annotated[DockerSource, typer.Option(
+        "--docker-source", help="distro: Debian's/Ubuntu's docker.io; docker-ce: Docker's own packages.")
+    ] = DEFAULT_DOCKER_SOURCE,
+    compression: Annotated[Compression | None, typer.Option(
+        "--compression", help="qcow2 compression (default: the release profile's; "
                               "zlib for clouds with QEMU < 5.1).")] = None,
     no_cache: NoCache = False,
     cache_limit: Annotated[str, typer.Option(
         "--cache-limit", envvar="TROVE_BUILDER_CACHE_LIMIT",
         help="Stage cache size kept after a build (least recently used go).")] = defaults.CACHE_LIMIT,
-    json_summary: Annotated[bool, typer.Option("--json", help="Print a JSON summary (stage timings, cache use, "
-                                                              "sha256) on stdout; progress goes to stderr.")] = False,
+    json_summary: JsonOption = False,
     output_option: Annotated[Path | None, typer.Option("--output", "-o", help="Image path (instead of the "
                                                        "fifth argument; handy with --lock).")] = None,
     lock: Annotated[Path | None, typer.Option("--lock", help="Install exactly what this lock file names "
@@ -148,12 +198,13 @@ def build(
     """Build a Trove guest image (same positional arguments as `trovestack build-image`)."""
     spec = BuildSpec.for_build(
         guest_os=guest_os, release=release, dev_mode=dev_mode, guest_user=guest_username, output=output,
-        output_option=output_option, fmt=fmt, lock_file=lock, offline=offline, runtime=runtime,
-        sync_logs=sync_logs, no_cache=no_cache, size_gb=size, agent_version=agent_version,
+        output_option=output_option, fmt=fmt and fmt.value, lock_file=lock, offline=offline,
+        runtime=runtime.value, sync_logs=sync_logs, no_cache=no_cache, size_gb=size, agent_version=agent_version,
         agent_source=agent_source, mirror=mirror, hooks_dir=hooks_dir, builder_image=builder_image,
         work_dir=work_dir, keep_work_dir=keep_work_dir, cache_dir=cache_dir, controller_user=controller_user,
         controller_path=controller_path, dev_ssh_key=dev_ssh_key, ca_bundle=ca_bundle,
-        pip_index_url=pip_index_url, docker_source=docker_source, verbose=verbose, compression=compression,
+        pip_index_url=pip_index_url, docker_source=docker_source.value, verbose=verbose,
+        compression=compression and compression.value,
         cache_limit=cache_limit, allow_other_builder=allow_other_builder)
     _run(spec, json_summary)
 
@@ -238,7 +289,7 @@ def lock_command(
     agent_source: AgentSource = None,
     mirror: Mirror = None,
     hooks_dir: HooksDir = None,
-    runtime: Runtime = defaults.RUNTIME,
+    runtime: RuntimeOption = DEFAULT_RUNTIME,
     builder_image: BuilderImage = defaults.BUILDER_IMAGE,
     cache_dir: CacheDir = CACHE_DIR,
     controller_user: ControllerUser = defaults.CONTROLLER_USER,
@@ -255,7 +306,7 @@ def lock_command(
     spec = BuildSpec.for_lock(
         guest_os=guest_os, release=release, dev_mode=dev_mode, guest_user=guest_username, output=output,
         no_cache=no_cache, agent_version=agent_version, agent_source=agent_source, mirror=mirror,
-        hooks_dir=hooks_dir, runtime=runtime, builder_image=builder_image, cache_dir=cache_dir,
+        hooks_dir=hooks_dir, runtime=runtime.value, builder_image=builder_image, cache_dir=cache_dir,
         controller_user=controller_user, controller_path=controller_path, ca_bundle=ca_bundle,
         pip_index_url=pip_index_url, verbose=verbose)
     output = spec.output
@@ -349,7 +400,7 @@ def boot_test(
     datastore_version: Annotated[str, typer.Option("--datastore-version")] = "8.4",
     guest_user: Annotated[str, typer.Option("--guest-user", help="Owner of the injected config files.")
                           ] = defaults.GUEST_USER,
-    firmware: Annotated[str, typer.Option("--firmware", help="bios (SeaBIOS) or uefi (OVMF).")] = "bios",
+    firmware: Annotated[Firmware, typer.Option("--firmware", help="bios: SeaBIOS; uefi: OVMF.")] = Firmware.bios,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds for the whole test (TCG is slow).")] = 900.0,
     data_disk_gb: Annotated[float, typer.Option("--data-disk-gb",
                                                 help="Blank second disk for the data volume.")] = 2.0,
@@ -360,7 +411,7 @@ def boot_test(
     controller_user: ControllerUser = defaults.CONTROLLER_USER,
     controller_path: ControllerPath = defaults.CONTROLLER_PATH,
     console_log: Annotated[Path | None, typer.Option("--console-log", help="Keep the serial console here.")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON here.")] = None,
+    json_out: JsonOption = False,
     guest_report: Annotated[bool, typer.Option(
         "--guest-report", help="Debug: the guest prints systemd-analyze (time, blame, critical chain, unit times) "
         "to the console once booted (a config-drive toggle; the image is unchanged).")] = False,
@@ -372,25 +423,27 @@ def boot_test(
     started). --json carries it all."""
     if not image.is_file():
         raise UsageError(f"no image at {image}")
-    if firmware not in ("bios", "uefi"):
-        raise UsageError(f"firmware must be bios or uefi, not '{firmware}'")
     if controller_source is not None:
         if not controller_source.is_dir():
             raise UsageError(f"controller source {controller_source} is not a directory")
         if controller_key is None or not controller_key.is_file():
             raise UsageError("--controller-source needs --controller-key, the private key the dev image was built with")
+    from builder.verify.extra import require_verify_extra
+
+    require_verify_extra()
     from builder.verify import render_result_table, run_boot_test
 
+    human = sys.stderr if json_out else sys.stdout
     result = run_boot_test(
         image, datastore=datastore, datastore_version=datastore_version, guest_user=guest_user,
-        firmware=firmware, timeout=timeout, data_disk_gb=data_disk_gb,
+        firmware=firmware.value, timeout=timeout, data_disk_gb=data_disk_gb,
         controller_source=controller_source, controller_key=controller_key,
         controller_user=controller_user, controller_path=controller_path, console_log=console_log,
-        guest_report=guest_report, progress=lambda line: print(line, flush=True),
+        guest_report=guest_report, progress=lambda line: print(line, file=human, flush=True),
     )
-    print(render_result_table(result))
-    if json_out is not None:
-        json_out.write_text(result.to_json() + "\n")
+    print(render_result_table(result), file=human)
+    if json_out:
+        print(result.to_json())
     if not result.passed:
         print(f"trove-builder: boot test failed: {result.reason}", file=sys.stderr)
         raise typer.Exit(1)
@@ -496,7 +549,7 @@ def cache_clear(cache_dir: CacheDir = CACHE_DIR) -> None:
 def diff(
     image_a: Annotated[Path, typer.Argument(help="First image (qcow2 or raw).")],
     image_b: Annotated[Path, typer.Argument(help="Second image.")],
-    json_out: Annotated[bool, typer.Option("--json", help="Print the whole comparison as JSON.")] = False,
+    json_out: JsonOption = False,
     diffoscope: Annotated[bool, typer.Option("--diffoscope",
                                              help="Run diffoscope on changed files (when installed).")] = False,
 ) -> None:

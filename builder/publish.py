@@ -39,6 +39,19 @@ DEVIATIONS = [
 ]
 
 
+
+def file_owner(out_dir: Path) -> tuple[int, int] | None:
+    """Who gets the image. The CLI's own container is told (TROVE_BUILDER_OWNER: the CLI's user); a build
+    run as root anywhere else (`docker run -v $PWD/images:/out ...`) hands it to the output directory's
+    owner, not to root; None: keep this process's."""
+    if owner := os.environ.get("TROVE_BUILDER_OWNER"):
+        uid, gid = (int(x) for x in owner.split(":"))
+        return uid, gid
+    if os.geteuid() != 0:
+        return None
+    st = out_dir.stat()
+    return st.st_uid, st.st_gid
+
 def temp_name(final: Path) -> Path:
     """Where a file is written before it is renamed to `final` (same directory, so rename is atomic)."""
     return final.with_name(f".{final.name}.partial-{os.getpid()}")
@@ -97,11 +110,10 @@ def publish(ctx: BuildContext, tmp: Path) -> None:
         man_tmp, sum_tmp = temp_name(manifest_path(final)), temp_name(checksum_path(final))
         man_tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         sum_tmp.write_text(f"{digest}  {final.name}\n")
-        owner = os.environ.get("TROVE_BUILDER_OWNER")
-        if owner:  # the container runs as root; hand the files to whoever asked for them
-            uid, gid = (int(x) for x in owner.split(":"))
+        owner = file_owner(final.parent)
+        if owner:
             for path in (tmp, man_tmp, sum_tmp):
-                os.chown(path, uid, gid)
+                os.chown(path, *owner)
         os.replace(tmp, final)
         os.replace(man_tmp, manifest_path(final))
         os.replace(sum_tmp, checksum_path(final))

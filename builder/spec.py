@@ -15,12 +15,13 @@ import yaml
 from builder import defaults
 from builder import profile as profiles
 from builder.cache.stagecache import parse_size
+from builder.choices import DockerSource, Format, Runtime, values
 from builder.errors import UsageError
 from builder.image.qemu_img import COMPRESSIONS
 
-FORMATS = ("qcow2", "raw")
-RUNTIMES = ("docker", "podman", "none")
-DOCKER_SOURCES = ("distro", "docker-ce")
+FORMATS = values(Format)
+RUNTIMES = values(Runtime)
+DOCKER_SOURCES = values(DockerSource)
 
 
 def parse_bool(value: str | bool, what: str) -> bool:

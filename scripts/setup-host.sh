@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# Prepare a fresh Debian (bookworm or newer) host for trove-builder: the Docker
-# engine (started if it is not running), the tools the tests and boot tests use,
-# the Python venv, and the builder image. Idempotent; run as root.
+# Prepare a fresh Debian (bookworm or newer) host for trove-builder: the container
+# engine (ENGINE=docker, the default: started if it is not running; ENGINE=podman: a
+# Podman-only host, daemonless, its API socket started by the CLI on demand), the tools
+# the tests and boot tests use, the Python venv, and the builder image (built with that
+# engine). Idempotent; run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ENGINE="${ENGINE:-docker}"
+case "$ENGINE" in
+    docker) engine_package=docker.io ;;
+    podman) engine_package=podman ;;
+    *) echo "setup-host.sh: ENGINE must be docker or podman, not '$ENGINE'" >&2; exit 2 ;;
+esac
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "setup-host.sh: run as root (it installs Debian packages and starts dockerd)" >&2
@@ -11,7 +19,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 packages=(
-    docker.io                                   # the engine the builder container runs in
+    "$engine_package"                           # the engine the builder container runs in
+    podman                                      # tests/integration/test_reproducible.py builds with --runtime podman too
     python3 python3-venv python3-pip            # the CLI and tests
     mmdebstrap debian-archive-keyring dpkg-dev  # the builder image from its lock (dpkg-scanpackages), its base
     debootstrap                                 # tests/unit/stages/test_bootstrap_retry.py runs the real debootstrap on the host
@@ -35,7 +44,7 @@ fi
 # The Debian rabbitmq-server package starts a system broker where systemd runs;
 # the boot test starts its own throwaway broker and does not need that one.
 
-if ! docker info >/dev/null 2>&1; then
+if [ "$ENGINE" = docker ] && ! docker info >/dev/null 2>&1; then
     echo "==> starting the Docker engine"
     if [ -d /run/systemd/system ] && systemctl start docker 2>/dev/null; then
         :
@@ -57,10 +66,10 @@ venv_pid=$!
 # and it must carry this checkout's code.
 if true; then
     # No registry may be reachable: make the trixie base locally unless the pinned one is present.
-    if ! docker image inspect trove-builder-base:trixie >/dev/null 2>&1 \
-       && ! timeout 120 docker pull -q "$(sed -n 's/^ARG BASE=//p' containerfiles/builder.Containerfile)" >/dev/null 2>&1; then
-        echo "==> making the builder's base image locally (mmdebstrap | docker import)"
-        make --no-print-directory builder-base
+    if ! "$ENGINE" image inspect trove-builder-base:trixie >/dev/null 2>&1 \
+       && ! timeout 120 "$ENGINE" pull -q "$(sed -n 's/^ARG BASE=//p' containerfiles/builder.Containerfile)" >/dev/null 2>&1; then
+        echo "==> making the builder's base image locally (mmdebstrap | $ENGINE import)"
+        make --no-print-directory builder-base ENGINE="$ENGINE"
     fi
     if ! wait "$venv_pid"; then
         cat "$venv_log" >&2
@@ -68,12 +77,12 @@ if true; then
         exit 1
     fi
     cat "$venv_log"; rm -f "$venv_log"
-    echo "==> building the builder image from its lock"
-    if ! make --no-print-directory builder >/dev/null; then
+    echo "==> building the builder image from its lock ($ENGINE)"
+    if ! make --no-print-directory builder ENGINE="$ENGINE" >/dev/null; then
         # A lock whose .debs are neither cached nor still in the archive cannot be built here.
         echo "setup-host.sh: WARNING: the builder image could not be built from containerfiles/builder.lock.json" \
              "(see above; 'make builder-lock' refreshes it): building it from the Containerfile instead" >&2
-        make --no-print-directory builder-unlocked >/dev/null
+        make --no-print-directory builder-unlocked ENGINE="$ENGINE" >/dev/null
     fi
 fi
 echo "==> host ready"

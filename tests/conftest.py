@@ -5,13 +5,13 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+import docker
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,9 +85,15 @@ def require_archive(os_name: str) -> None:
         pytest.fail(f"the {os_name} archive does not answer from this machine ({why})", pytrace=False)
 
 
+# testcontainers' reaper (Ryuk) is an image pulled from a registry; the fixtures clean up themselves.
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+
+
 def docker_available() -> bool:
-    return shutil.which("docker") is not None and subprocess.call(
-        ["docker", "info"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) == 0
+    try:
+        return bool(docker.from_env().ping())
+    except docker.errors.DockerException:
+        return False
 
 
 @pytest.fixture(scope="session")
@@ -95,11 +101,33 @@ def builder_image() -> str:
     """The builder image with this checkout's code (docker's layer cache keeps this quick)."""
     if not docker_available():
         pytest.fail("the Docker engine is not running: run `make setup` (scripts/setup-host.sh) first")
-    base = subprocess.run(["docker", "image", "inspect", "trove-builder-base:trixie"], capture_output=True)
-    args = ["--build-arg", "BASE=trove-builder-base:trixie"] if base.returncode == 0 else []
-    subprocess.run(["docker", "build", "-q", "-f", "containerfiles/builder.Containerfile", *args,
-                    "-t", BUILDER_IMAGE, "."], cwd=REPO, check=True, capture_output=True)
+    client = docker.from_env()
+    try:
+        client.images.get("trove-builder-base:trixie")
+        args = {"BASE": "trove-builder-base:trixie"}
+    except docker.errors.ImageNotFound:
+        args = {}
+    client.images.build(path=str(REPO), dockerfile="containerfiles/builder.Containerfile", buildargs=args,
+                        tag=BUILDER_IMAGE, rm=True)
     return BUILDER_IMAGE
+
+
+@pytest.fixture(scope="session")
+def podman_builder_image(builder_image) -> str:
+    """The same builder image (same ID) in Podman's store, copied from Docker's; Podman's API socket is
+    started on demand as `--runtime podman` does."""
+    from builder.runtime.container import connect
+
+    podman = connect("podman")
+    image = docker.from_env().images.get(builder_image)
+    try:
+        if podman.images.get(builder_image).id == image.id:
+            return builder_image
+    except docker.errors.ImageNotFound:
+        pass
+    podman.images.load(b"".join(image.save(named=True)))
+    assert podman.images.get(builder_image).id == image.id, "Podman loaded another image ID"
+    return builder_image
 
 
 def shared_dir(tmp_path_factory, name: str) -> Path:

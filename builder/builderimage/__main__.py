@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("TROVE_BUILDER_CACHE")
                                                                 or default_cache_dir()))
     parser.add_argument("--no-load", action="store_true", help="build: make the archive only")
+    parser.add_argument("--engine", choices=["docker", "podman"], default="docker",
+                        help="build: the engine the image is loaded into")
     args = parser.parse_args(argv)
     store = ContentStore(args.cache_dir)
     try:
@@ -38,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from builder.builderimage import assemble
 
-            image_id = assemble.build(args.lock, REPO, store, args.tag, args.archive, load=not args.no_load)
+            image_id = assemble.build(args.lock, REPO, store, args.tag, args.archive, load=not args.no_load,
+                                      engine=args.engine)
             print(image_id)
     except (OSError, ValueError, HashMismatch) as exc:
         print(f"builder image: error: {exc}", file=sys.stderr)

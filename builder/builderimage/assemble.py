@@ -30,7 +30,8 @@ from builder.cache.cas import ContentStore, sha256_file
 
 SOURCES_LIST = "deb http://deb.debian.org/debian {suite} main\n"
 ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-       "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C.UTF-8", "LANG=C.UTF-8"]
+       "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C.UTF-8", "LANG=C.UTF-8",
+       "TROVE_BUILDER_RUNTIME=none"]  # inside its own image the CLI builds in place (see the Containerfile)
 LOCK_LABEL = "io.trove-builder.builder-lock"
 
 
@@ -146,7 +147,8 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes | None = None, path: Path 
         tar.addfile(info, io.BytesIO(data))
 
 
-def build(lock_path: Path, code: Path, store: ContentStore, tag: str, archive: Path | None, load: bool = True) -> str:
+def build(lock_path: Path, code: Path, store: ContentStore, tag: str, archive: Path | None, load: bool = True,
+          engine: str = "docker") -> str:
     """Assemble the builder image from `lock_path` and the code in `code`; return its ID (sha256:...)."""
     lock = json.loads(lock_path.read_text())
     epoch = int(lock["source_date_epoch"])
@@ -167,9 +169,9 @@ def build(lock_path: Path, code: Path, store: ContentStore, tag: str, archive: P
             _add(tar, "manifest.json", json.dumps([{"Config": f"{image_id}.json", "RepoTags": [tag],
                                                      "Layers": [f"{layer_sha}/layer.tar"]}]).encode())
         if load:
-            subprocess.run(["docker", "load", "-q", "-i", str(out)], check=True, stdout=subprocess.DEVNULL)
-            loaded = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", tag], check=True,
+            subprocess.run([engine, "load", "-q", "-i", str(out)], check=True, stdout=subprocess.DEVNULL)
+            loaded = subprocess.run([engine, "image", "inspect", "-f", "{{.Id}}", tag], check=True,
                                     capture_output=True, text=True).stdout.strip()
-            if loaded != f"sha256:{image_id}":
-                raise ValueError(f"docker loaded {tag} as {loaded}, not sha256:{image_id}")
+            if loaded.removeprefix("sha256:") != image_id:  # podman prints the ID without its prefix
+                raise ValueError(f"{engine} loaded {tag} as {loaded}, not sha256:{image_id}")
     return f"sha256:{image_id}"

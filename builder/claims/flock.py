@@ -38,6 +38,8 @@ class Flock:
             try:
                 fd = _open(path, create)
             except FileNotFoundError:
+                if create:  # the directory does not take new files (/proc, a vanished dir): not "busy"
+                    raise
                 return None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))

@@ -26,8 +26,9 @@ def hold_output(output: Path) -> Iterator[Flock]:
     path = claim_path(output)
     try:
         lock = Flock.try_acquire(path, holder=f"pid {os.getpid()}")
-    except OSError as exc:
-        raise BuilderError(f"cannot lock {path}: {exc.strerror}") from None
+    except OSError as exc:  # not another build: this directory does not let us create a file
+        raise BuilderError(f"cannot write {output}: creating {path.name} in {path.parent} failed "
+                           f"({exc.strerror}); choose an output directory you can write to") from None
     if lock is None:
         raise BuilderError(f"another build is writing {output} ({holder(path) or 'holder unknown'})")
     try:

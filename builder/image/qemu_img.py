@@ -6,10 +6,11 @@ import json
 import subprocess
 from pathlib import Path
 
+from builder.choices import Compression, values
 from builder.errors import BuilderError
 from builder.proc import Log, run
 
-COMPRESSIONS = ("zstd", "zlib", "none")
+COMPRESSIONS = values(Compression)
 
 
 def convert(source: Path, dest: Path, fmt: str, log: Log, compression: str = "zlib") -> None:

@@ -12,16 +12,16 @@ from builder.claims.output import claim_path
 from builder.claims.watchdog import OWNER_CLAIM_ENV
 from builder.errors import BuilderError
 from builder.progress import EVENTS_ENV, Reporter, parse_line
-from builder.runtime import reaper
+from builder.runtime import privileges, reaper
 from builder.runtime.engine_errors import explain
+from builder.runtime.limits import host_ulimits
 from builder.runtime.reaper import LABEL
 from builder.spec import BuildSpec, host_ca_bundle_path
 
 # The fewest privileges debootstrap, chroot mounts and mknod need (--privileged is not required).
-CAPABILITIES = ["SYS_ADMIN", "MKNOD"]
+CAPABILITIES = list(privileges.CAPABILITIES)
 SECURITY_OPTS = ["seccomp=unconfined", "apparmor=unconfined"]
 STOP_TIMEOUT = 60
-PODMAN_SOCKETS = ["/run/podman/podman.sock", f"/run/user/{os.getuid()}/podman/podman.sock"]
 
 
 def connect(engine: str):
@@ -31,13 +31,9 @@ def connect(engine: str):
     url = None
     try:
         if engine == "podman":
-            url = os.environ.get("CONTAINER_HOST")
-            if not url:
-                found = [s for s in PODMAN_SOCKETS if Path(s).exists()]
-                if not found:
-                    raise BuilderError("no podman socket found: start it with "
-                                       "'systemctl start podman.socket' or 'podman system service'")
-                url = f"unix://{found[0]}"
+            from builder.runtime.podman import socket_url
+
+            url = socket_url()
             client = docker.DockerClient(base_url=url)
         else:
             client = docker.from_env()
@@ -146,6 +142,9 @@ def build(spec: BuildSpec, engine: str, reporter: Reporter) -> int:
         # --offline: only the loopback, where the lock's proxy answers from the cache.
         network_mode="none" if spec.offline else "bridge",
         tty=False,
+        # Podman sets high nofile/nproc limits a constrained host refuses; docker keeps its own defaults.
+        ulimits=[docker.types.Ulimit(name=name, soft=limit, hard=limit) for name, limit in host_ulimits().items()]
+        if engine == "podman" else None,
     )
     try:
         try:

@@ -9,6 +9,7 @@ from builder.errors import BuilderError
 from builder.image.disk import GRUB_DIR
 from builder.pipeline import run_pipeline
 from builder.progress import Emitter, Reporter
+from builder.runtime import privileges
 from builder.spec import BuildSpec
 
 # tool -> Debian package that ships it
@@ -38,4 +39,5 @@ def build(spec: BuildSpec, reporter: Reporter | None = None) -> dict:
     missing = missing_tools()
     if missing:
         raise BuilderError(f"--runtime none needs these tools on this host: {', '.join(missing)}")
+    privileges.check()
     return run_pipeline(spec, Emitter(reporter))

@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from builder.choices import Firmware, values
 from builder.errors import BuilderError
 from builder.verify import procs
 from builder.verify.console import SerialConsole
@@ -27,7 +28,7 @@ from builder.verify.kvm import kvm_reason, kvm_usable
 
 QEMU = os.environ.get("TROVE_BOOT_TEST_QEMU", "qemu-system-x86_64")
 QEMU_IMG = "qemu-img"
-FIRMWARES = ("bios", "uefi")
+FIRMWARES = values(Firmware)
 MACHINES = {"pc": "ide.1", "q35": "ide.2"}  # machine type -> IDE/SATA bus of the CD-ROM
 CDROMS = ("auto", "ide", "virtio-scsi")
 ACCELS = ("auto", "kvm", "tcg")

@@ -34,7 +34,9 @@ import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
+import docker
 import pytest
+from testcontainers.core.container import DockerContainer
 
 from tests.conftest import TB, docker_available, require_archive, run_tb
 
@@ -131,7 +133,8 @@ def build_args(out: Path, *extra: str) -> list[str]:
     (["ubuntu", "noble", "false", "ubuntu", "/nonexistent/dir/x.qcow2"], "does not exist"),
     (["ubuntu", "noble", "false", "ubuntu", "/tmp", "--size", "5"], "is a directory"),
     (["ubuntu", "noble", "false", "ubuntu", "/tmp/x.qcow2", "--size", "1"], "image size"),
-    (["ubuntu", "noble", "false", "ubuntu", "/tmp/x.qcow2", "--runtime", "lxc"], "unknown runtime 'lxc'"),
+    (["ubuntu", "noble", "false", "ubuntu", "/tmp/x.qcow2", "--runtime", "lxc"],
+     "'lxc' is not one of 'docker', 'podman', 'none'"),
     (["ubuntu", "noble", "false", "ubuntu", "/tmp/x.qcow2", "--hooks-dir", "/nonexistent"], "hooks directory"),
     (["ubuntu", "noble", "false", "ubuntu", "/tmp/x.qcow2", "--mirror", "ftp.debian.org/debian"],
      "is not an http://, https:// or file:// URL"),
@@ -282,9 +285,7 @@ def test_disk_full_during_the_build(tmp_path, builder_image):
         assert line.endswith("(work dir)")
         assert list((cache / "work").iterdir()) == []  # the scratch dir went
     assert list(out.parent.iterdir()) == []
-    left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=trove-builder.output={out}"],
-                          capture_output=True, text=True).stdout.split()
-    assert left == []
+    assert docker.from_env().containers.list(all=True, filters={"label": f"trove-builder.output={out}"}) == []
 
 
 # ---- the distribution mirror ----
@@ -386,3 +387,19 @@ def test_check_on_a_file_that_is_no_image(tmp_path):
     bogus.write_text("not an image")
     result = run_tb("check", str(bogus))
     assert result.returncode != 0 and "Traceback" not in result.stderr
+
+
+def test_docker_run_without_the_flags_names_them_at_once(builder_image, tmp_path):
+    """`docker run trove-builder build ...` as first typed: no capabilities added. The build (runtime none,
+    the image's default) stops before any stage, naming the flags, and leaves nothing."""
+    (tmp_path / "out").mkdir()
+    bare = (DockerContainer(builder_image).with_volume_mapping(str(tmp_path / "out"), "/out", "rw")
+            .with_command(["build", "debian", "bookworm", "false", "ubuntu", "/out/x.qcow2"]))
+    with bare:
+        status = bare.get_wrapped_container().wait(timeout=120)["StatusCode"]
+        stdout, stderr = (b.decode() for b in bare.get_logs())
+    result = subprocess.CompletedProcess([], status, stdout, stderr)
+    line = assert_one_line_error(result, 1, "this process lacks CAP_SYS_ADMIN")
+    assert line.endswith("start the container with --cap-add SYS_ADMIN --cap-add MKNOD --cap-add AUDIT_WRITE "
+                         "--security-opt seccomp=unconfined --security-opt apparmor=unconfined")
+    assert "[1/8]" not in stdout and list((tmp_path / "out").iterdir()) == []

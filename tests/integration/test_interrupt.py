@@ -16,10 +16,12 @@ import signal
 import subprocess
 import threading
 import time
-import uuid
 from pathlib import Path
 
+import docker
 import pytest
+from testcontainers.core.container import DockerContainer
+from testcontainers.core.waiting_utils import wait_for_logs
 
 from builder.guest.chroot import mounts_below
 from builder.spec import default_cache_dir
@@ -80,10 +82,9 @@ class Build:
 
 
 def containers(out: Path, running_only: bool = False) -> list[str]:
-    args = ["docker", "ps", "--filter", f"label=trove-builder.output={out.resolve()}", "--format", "{{.Names}}"]
-    if not running_only:
-        args.insert(2, "-a")
-    return subprocess.run(args, capture_output=True, text=True, check=True).stdout.split()
+    found = docker.from_env().containers.list(all=not running_only,
+                                              filters={"label": f"trove-builder.output={out.resolve()}"})
+    return [c.name for c in found]
 
 
 def work_entries(cache: Path) -> list[str]:
@@ -127,8 +128,8 @@ class Inside:
 
     def __init__(self, out: Path):
         [self.name] = wait_until(lambda: containers(out, running_only=True), 300, "the build container running")
-        pid = subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", self.name],
-                             capture_output=True, text=True, check=True).stdout.strip()
+        self.container = docker.from_env().containers.get(self.name)
+        pid = str(self.container.attrs["State"]["Pid"])
         self.holder = subprocess.Popen(["nsenter", "-t", pid, "-m", "sleep", "infinity"])
 
     def __enter__(self) -> Inside:
@@ -145,10 +146,12 @@ class Inside:
 
     def processes(self) -> list[str]:
         """Command lines of the container's processes ([] once it has stopped)."""
-        listed = subprocess.run(["docker", "exec", self.name, "sh", "-c",
-                                 "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done"],
-                                capture_output=True, text=True)
-        return [line.strip() for line in listed.stdout.splitlines() if line.strip()]
+        try:
+            script = "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done"
+            listed = self.container.exec_run(["sh", "-c", script], stderr=False)
+        except docker.errors.APIError:  # stopped meanwhile
+            return []
+        return [line.strip() for line in listed.output.decode(errors="replace").splitlines() if line.strip()]
 
     def running(self, pattern: str, timeout: float = 600) -> str:
         """Wait until a process whose command line matches `pattern` runs in the container; return it."""
@@ -219,7 +222,7 @@ def test_a_killed_container_leaves_a_work_dir_the_next_build_removes(builder_ima
     with Inside(out) as inside:
         inside.running(r"\bdebootstrap\b")
     [name] = containers(out, running_only=True)
-    subprocess.run(["docker", "kill", name], check=True, capture_output=True)
+    docker.from_env().containers.get(name).kill()
     rc, stdout, stderr = build.finish()
     assert rc == 137
     assert stderr == "trove-builder: error: the build container was killed (signal 9)\n"
@@ -253,24 +256,23 @@ def test_a_second_build_to_the_same_output_is_refused_at_once(builder_image, cac
 
 
 def test_sigkill_of_a_runtime_none_build_leaves_mounts_the_next_build_removes(builder_image, cache, tmp_path):
-    """--runtime none, here inside a plain builder container as the README shows: a SIGKILL leaves
-    the chroot's mounts (the build's own /dev bind among them) and its running apt behind; the next
-    build kills those processes, unmounts without following into /dev, and removes the work dir."""
+    """--runtime none (the image's default), here inside a plain builder container as the README shows: a
+    SIGKILL leaves the chroot's mounts (the build's own /dev bind among them) and its running apt behind;
+    the next build kills those processes, unmounts without following into /dev, and removes the work dir."""
     out = output(tmp_path)
-    name = f"trove-builder-test-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["docker", "run", "-d", "--name", name, "--cap-add", "SYS_ADMIN", "--cap-add", "MKNOD",
-                    "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
-                    "-v", f"{cache}:/cache", "-v", f"{out.parent}:/out", "--entrypoint", "sleep",
-                    builder_image, "infinity"], check=True, capture_output=True)
+    plain = (DockerContainer(builder_image)
+             .with_kwargs(entrypoint="sh", cap_add=["SYS_ADMIN", "MKNOD"],
+                          security_opt=["seccomp=unconfined", "apparmor=unconfined"])
+             .with_command(["-c", "echo ready; exec sleep infinity"])
+             .with_volume_mapping(str(cache), "/cache", "rw").with_volume_mapping(str(out.parent), "/out", "rw"))
 
     def sh(script: str) -> str:
-        return subprocess.run(["docker", "exec", name, "sh", "-c", script], capture_output=True, text=True).stdout
+        return plain.exec(["sh", "-c", script]).output.decode(errors="replace")
 
     def start(tag: str) -> None:
-        subprocess.run(["docker", "exec", "-d", name, "sh", "-c",
-                        f"echo $$ > /tmp/{tag}.pid; exec trove-builder build debian bookworm false ubuntu "
-                        f"/out/{out.name} --runtime none --cache-dir /cache --no-cache > /tmp/{tag}.log 2>&1"],
-                       check=True)
+        plain.get_wrapped_container().exec_run(
+            ["sh", "-c", f"echo $$ > /tmp/{tag}.pid; exec trove-builder build debian bookworm false ubuntu "
+                         f"/out/{out.name} --cache-dir /cache --no-cache > /tmp/{tag}.log 2>&1"], detach=True)
 
     def build_mounts() -> list[str]:
         return [line.split()[4] for line in sh("cat /proc/self/mountinfo").splitlines()
@@ -279,25 +281,29 @@ def test_sigkill_of_a_runtime_none_build_leaves_mounts_the_next_build_removes(bu
     def chrooted() -> list[str]:
         return sh("for p in /proc/[0-9]*; do readlink $p/root; done | grep '^/cache/work/' || true").split()
 
-    try:
-        start("first")
-        wait_until(lambda: len(build_mounts()) >= 3, 600, "the bootstrap stage's chroot mounts")
-        wait_until(chrooted, 300, "a process (apt) running in the chroot")
-        sh("kill -9 $(cat /tmp/first.pid)")
-        assert build_mounts() and work_entries(cache), "nothing left to clean: the test proves nothing"
+    with plain:  # stopped and removed on failure and Ctrl-C too
+        wait_for_logs(plain, "ready", timeout=60)
+        try:
+            start("first")
+            wait_until(lambda: len(build_mounts()) >= 3, 600, "the bootstrap stage's chroot mounts")
+            wait_until(chrooted, 300, "a process (apt) running in the chroot")
+            sh("kill -9 $(cat /tmp/first.pid)")
+            assert build_mounts() and work_entries(cache), "nothing left to clean: the test proves nothing"
 
-        start("second")
-        wait_until(lambda: re.search(r"^\[\d+/\d+\] bootstrap: ", sh("cat /tmp/second.log"), re.M), 120,
-                   "the next build's bootstrap")
-        sh("kill -INT $(cat /tmp/second.pid)")
-        wait_until(lambda: "trove-builder: interrupted" in sh("cat /tmp/second.log"), 120, "the interrupt handled")
-        log = sh("cat /tmp/second.log")
-        assert re.search(r"^trove-builder: removed 1 stale work dir\(s\) of killed builds: build-", log, re.M), log
-        assert build_mounts() == [] and chrooted() == []
-        assert sh("test -c /dev/null && echo ok").strip() == "ok", "the reaper followed into /dev"
-        assert_left_nothing(out, cache)
-    finally:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+            start("second")
+            wait_until(lambda: re.search(r"^\[\d+/\d+\] bootstrap: ", sh("cat /tmp/second.log"), re.M), 120,
+                       "the next build's bootstrap")
+            sh("kill -INT $(cat /tmp/second.pid)")
+            wait_until(lambda: "trove-builder: interrupted" in sh("cat /tmp/second.log"), 120,
+                       "the interrupt handled")
+            log = sh("cat /tmp/second.log")
+            assert re.search(r"^trove-builder: removed 1 stale work dir\(s\) of killed builds: build-", log, re.M), log
+            assert build_mounts() == [] and chrooted() == []
+            assert sh("test -c /dev/null && echo ok").strip() == "ok", "the reaper followed into /dev"
+            assert_left_nothing(out, cache)
+        except BaseException:
+            print("first build:", sh("cat /tmp/first.log"), "second build:", sh("cat /tmp/second.log"), sep="\n")
+            raise
 
 
 def test_sigkill_of_the_cli_beside_a_build_that_succeeds(builder_image, cache, images, tmp_path):
