@@ -252,7 +252,7 @@ def lock_command(
 ) -> None:
     """Resolve a build's inputs into a lock file: packages, Python files, builder image, SOURCE_DATE_EPOCH.
 
-    Runs the build up to its hooks (reusing checkpoints), reads back what was installed, and fills
+    Runs the build up to its lock stage (reusing checkpoints), reads back what was installed, and fills
     the cache with every file the lock names, so that `build --lock FILE --offline` works here."""
     spec = BuildSpec.for_lock(
         guest_os=guest_os, release=release, dev_mode=dev_mode, guest_user=guest_username, output=output,
