@@ -150,8 +150,9 @@ def build(
     output: Annotated[Path | None, typer.Argument(
         help="Image path; default images/trove-guest-<os>-<release>[-dev].qcow2. "
              "A .raw extension selects the raw format.")] = None,
-    size: Annotated[int, typer.Option("--size", envvar="GUEST_IMAGESIZE",
-                                      help="Virtual disk size in GB.")] = defaults.SIZE_GB,
+    size: Annotated[int | None, typer.Option(
+        "--size", envvar="GUEST_IMAGESIZE",
+        help=f"Virtual disk size in GB (default {defaults.SIZE_GB}, or the lock's).")] = None,
     agent_version: AgentVersion = None,
     agent_source: AgentSource = None,
     mirror: Mirror = None,
@@ -209,7 +210,7 @@ def build(
     _run(spec, json_summary)
 
 
-def _run(spec: BuildSpec, json_summary: bool = False) -> None:
+def _run(spec: BuildSpec, json_summary: bool = False, progress_to_stderr: bool = False) -> None:
     """Run the pipeline for `spec` in its runtime, holding its output; exit with the build's status."""
     from builder import preflight
     from builder.guest import hooks
@@ -219,10 +220,11 @@ def _run(spec: BuildSpec, json_summary: bool = False) -> None:
     from builder.interrupt import terminate_as_interrupt
     from builder.progress import Reporter
 
-    reporter = Reporter(sys.stderr if json_summary else sys.stdout)
+    stream = sys.stderr if json_summary or progress_to_stderr else sys.stdout
+    reporter = Reporter(stream)
     # One build per output, held to the end; SIGTERM unwinds like Ctrl-C so the container is stopped.
     with terminate_as_interrupt(), hold_output(spec.output):
-        preflight.run(spec, sys.stderr if json_summary else sys.stdout)
+        preflight.run(spec, stream)
         try:
             if spec.runtime == "none":
                 from builder.runtime import host
@@ -301,7 +303,7 @@ def lock_command(
 ) -> None:
     """Resolve a build's inputs into a lock file: packages, Python files, builder image, SOURCE_DATE_EPOCH.
 
-    Runs the build up to its hooks (reusing checkpoints), reads back what was installed, and fills
+    Runs the build up to its lock stage (reusing checkpoints), reads back what was installed, and fills
     the cache with every file the lock names, so that `build --lock FILE --offline` works here."""
     spec = BuildSpec.for_lock(
         guest_os=guest_os, release=release, dev_mode=dev_mode, guest_user=guest_username, output=output,
@@ -346,6 +348,45 @@ def fetch_command(
     check_complete(locked, store, offline=True)
     total = len({a.sha256 for a in locked.artifacts()})
     print(f"{total} locked files in {cache_dir / 'cas'} ({count} downloaded, {size / 2**20:.0f} MiB)")
+
+
+@app.command("verify")
+@guarded
+def verify_command(
+    image: Annotated[Path, typer.Argument(help="Image to verify (qcow2 or raw); never modified.")],
+    lock: Annotated[Path | None, typer.Option("--lock", help="Lock to rebuild from (default: IMAGE.lock.json "
+                                                             "beside the image, written by its build).")] = None,
+    builder_image: Annotated[str | None, typer.Option(
+        "--builder-image", envvar="TROVE_BUILDER_IMAGE",
+        help="Builder image (default: the one the lock names).")] = None,
+    runtime: Annotated[str, typer.Option("--runtime", help="docker or podman (the rebuild has no network).")
+                       ] = defaults.RUNTIME,
+    cache_dir: CacheDir = CACHE_DIR,
+    ca_bundle: CABundle = None,
+    hooks_dir: Annotated[Path | None, typer.Option("--hooks-dir", help="The hooks the image was built with.")] = None,
+    dev_ssh_key: Annotated[Path | None, typer.Option(
+        "--dev-ssh-key", help="Dev image: the deploy key it was built with.")] = None,
+    keep: Annotated[Path | None, typer.Option("--keep", help="Keep the rebuilt image at this path.")] = None,
+    reuse_checkpoints: Annotated[bool, typer.Option(
+        "--reuse-checkpoints", help="Restore checkpoints of earlier rebuilds from a lock with the same inputs "
+                                    "(faster; proves only the stages that run again).")] = False,
+) -> None:
+    """Rebuild an image from its lock, offline: exit 0 reproduced, 1 not (with diff's summary), 2 bad input."""
+    from builder.verify.reproduce import verify
+
+    def build(spec: BuildSpec) -> None:
+        try:
+            _run(spec, progress_to_stderr=True)
+        except typer.Exit as exc:
+            if exc.exit_code == 130:
+                raise
+            print(f"not reproduced: the rebuild from {spec.lock_file} failed (see above)")
+            raise typer.Exit(1) from None
+
+    if not verify(image, lock, build, runtime=runtime, cache_dir=cache_dir, builder_image=builder_image,
+                  ca_bundle=ca_bundle, keep=keep, reuse_checkpoints=reuse_checkpoints, hooks_dir=hooks_dir,
+                  dev_ssh_key=dev_ssh_key):
+        raise typer.Exit(1)
 
 
 @app.command("profiles")

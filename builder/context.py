@@ -46,12 +46,18 @@ class BuildContext:
 
     @property
     def input_digest(self) -> str:
-        """sha256 of the inputs that decide the image: the seed of every ID in it."""
-        blob = json.dumps(self.spec.image_identity, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()
+        """The seed of every ID in the disk: the image's inputs and what they resolved to (every
+        package and Python distribution installed, known after the hooks stage). Never the lock
+        file or the builder image, so a build from a lock gets the IDs of the build it replays."""
+        if "packages" not in self.results or "pip_freeze" not in self.results:
+            raise RuntimeError("disk IDs are derived from the installed packages: only after the hooks stage")
+        content = {"inputs": self.spec.image_identity,
+                   "packages": [[p["name"], p["arch"], p["version"]] for p in self.results["packages"]],
+                   "python": self.results["pip_freeze"]}
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
     def stable_uuid(self, purpose: str) -> str:
-        """A UUID derived from the inputs, so filesystems and partitions are the same every build."""
+        """A UUID derived from the resolved inputs, so filesystems and partitions are the same every build."""
         return str(uuid.uuid5(uuid.NAMESPACE_URL, f"trove-builder:{self.input_digest}:{purpose}"))
 
     def reproducible_env(self) -> dict[str, str]:
@@ -90,7 +96,6 @@ class BuildContext:
             "sync_logs": spec.sync_logs,
             "venv": VENV,
             "root_label": ROOT_LABEL,
-            "root_uuid": self.stable_uuid("rootfs"),
             "datasources": ["ConfigDrive", "OpenStack", "None"],
             "docker_plugin": self.results.get("docker_plugin", False),
         }

@@ -53,7 +53,7 @@ class Checkpoints:
 
     def find(self) -> list[str]:
         """Look for the latest usable checkpoint; return the stages it makes unnecessary."""
-        if not self.enabled:
+        if not self.enabled or not self.ctx.spec.reuse_checkpoints:
             return []
         self.cache.sweep()
         names = [s.name for s in STAGES]
@@ -129,13 +129,14 @@ def _start_replay(ctx: BuildContext, emit: Emitter, lock_file: Path) -> Replay:
 
 
 def _write_lock(ctx: BuildContext, emit: Emitter, lock_out: Path) -> None:
-    from builder.lock.collect import collect
+    """`trove-builder lock`: the lock stage's lock, to its own file (without its image section)."""
+    from builder.lock.lockfile import Lock
 
-    started = time.monotonic()
-    lock = collect(ctx)
+    if ctx.results.get("lock") is None:
+        raise BuilderError(ctx.results.get("unlockable") or "this build cannot be locked")
+    lock = Lock({k: v for k, v in ctx.results["lock"].items() if k != "image"})
     lock.save(lock_out)
-    emit.message(f"locked {len(lock.packages)} packages and {len(lock.python_files)} Python files "
-                 f"in {time.monotonic() - started:.0f}s")
+    emit.message(f"locked {len(lock.packages)} packages and {len(lock.python_files)} Python files")
 
 
 def run_pipeline(spec: BuildSpec, emit: Emitter | None = None) -> dict:
@@ -162,7 +163,7 @@ def run_pipeline(spec: BuildSpec, emit: Emitter | None = None) -> dict:
          agent_version=spec.resolved_agent_version, size_gb=spec.size_gb, output=shown_output)
     failed = True
     checkpoints = None
-    # `trove-builder lock` needs the guest as the hooks left it: no image is made.
+    # `trove-builder lock` stops at the lock stage: no image is made.
     stages = lock_stages() if spec.lock_out else STAGES
     total = len(stages)
     aptcache.sweep(spec.cache_dir)
@@ -200,6 +201,8 @@ def run_pipeline(spec: BuildSpec, emit: Emitter | None = None) -> dict:
                 checkpoints.after(name)
             if spec.lock_out is not None:
                 _write_lock(ctx, emit, spec.lock_out)
+            elif ctx.results.get("unlockable"):
+                emit.message(f"no lock written beside the image: {ctx.results['unlockable']}")
             checkpoints.prune(parse_size(spec.cache_limit))
         failed = False
     finally:

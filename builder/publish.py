@@ -1,4 +1,4 @@
-"""An image and its sidecars (manifest, .sha256) written under temporary names, then renamed into place.
+"""An image and its sidecars (manifest, .sha256, lock) written under temporary names, then renamed into place.
 
 The export stage publishes a freshly converted image; the stage cache publishes a cached one the same
 way; the output claim sweeps what a killed build left under these temporary names."""
@@ -15,6 +15,7 @@ from builder import __version__
 from builder.cache.cas import sha256_file
 from builder.context import BuildContext
 from builder.image import qemu_img
+from builder.lock.lockfile import Lock
 
 # Upstream warts this builder does not repeat (TROVE-GUEST-CONTRACT.md §6), recorded in every manifest.
 DEVIATIONS = [
@@ -70,6 +71,11 @@ def checksum_path(image: Path) -> Path:
     return image.with_name(image.name + ".sha256")
 
 
+def lockfile_path(image: Path) -> Path:
+    """The lock that rebuilds `image` (`build --lock`, `verify`)."""
+    return image.with_name(image.name + ".lock.json")
+
+
 def publish_copy(ctx: BuildContext, copy_to: Callable[[Path], object]) -> None:
     """Publish an image another step provides (the stage cache): `copy_to(path)` writes it there."""
     tmp = temp_name(ctx.spec.output)
@@ -110,15 +116,25 @@ def publish(ctx: BuildContext, tmp: Path) -> None:
         man_tmp, sum_tmp = temp_name(manifest_path(final)), temp_name(checksum_path(final))
         man_tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         sum_tmp.write_text(f"{digest}  {final.name}\n")
+        written = [tmp, man_tmp, sum_tmp]
+        lock = ctx.results.get("lock")
+        lock_tmp = temp_name(lockfile_path(final))
+        if lock is not None:
+            lock_tmp.write_text(Lock(lock).dump())
+            written.append(lock_tmp)
         owner = file_owner(final.parent)
         if owner:
-            for path in (tmp, man_tmp, sum_tmp):
+            for path in written:
                 os.chown(path, *owner)
         os.replace(tmp, final)
         os.replace(man_tmp, manifest_path(final))
         os.replace(sum_tmp, checksum_path(final))
+        if lock is not None:
+            os.replace(lock_tmp, lockfile_path(final))
+        else:  # an earlier build's lock would describe another image
+            lockfile_path(final).unlink(missing_ok=True)
         ctx.results["sha256"] = digest
         ctx.results["bytes"] = final.stat().st_size
     finally:
-        for leftover in (tmp, temp_name(manifest_path(final)), temp_name(checksum_path(final))):
+        for leftover in (tmp, *(temp_name(f(final)) for f in (manifest_path, checksum_path, lockfile_path))):
             leftover.unlink(missing_ok=True)

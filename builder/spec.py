@@ -113,9 +113,10 @@ class BuildSpec:
     verbose: bool = False
     compression: str | None = None
     stage_cache: bool = True
+    reuse_checkpoints: bool = True  # False: store checkpoints, never restore one (verify's rebuild)
     cache_limit: str = defaults.CACHE_LIMIT
     lock_file: Path | None = None   # build --lock: install exactly what it names
-    lock_digest: str | None = None  # its content's sha256 (an input of the image)
+    lock_digest: str | None = None  # its content's sha256 (keys the stage cache, not the image's IDs)
     offline: bool = False           # build --offline: the builder container has no network
     lock_out: Path | None = None    # trove-builder lock: write the lock here instead of an image
     allow_other_builder: bool = False  # build --lock with a builder image other than the lock's
@@ -150,6 +151,14 @@ class BuildSpec:
             dev_mode, sync_logs = str(target["dev_mode"]), str(target["sync_logs"])
             options.update({name: target[name] for name in LOCKED_OPTIONS})
             epoch, lock_digest = str(locked.source_date_epoch), locked.digest
+            # A lock a build wrote also says how its disk was written: the same, unless told otherwise.
+            if fmt is None and (output is None or output.suffix not in (".raw", ".qcow2")):
+                fmt = locked.image.get("format")
+            options["compression"] = options.get("compression") or locked.image.get("compression")
+            if options.get("size_gb") is None:
+                options["size_gb"] = locked.image.get("size_gb")
+        if options.get("size_gb") is None:
+            options["size_gb"] = defaults.SIZE_GB
         guest_os, release = guest_os or defaults.OS, release or defaults.RELEASE
         guest_user = guest_user or defaults.GUEST_USER
         dev = parse_bool(dev_mode or "false", "DEV_MODE")
@@ -204,7 +213,9 @@ class BuildSpec:
 
     @property
     def image_identity(self) -> dict[str, Any]:
-        """The inputs that decide the image's bytes (no host paths, no runtime choice)."""
+        """The inputs that decide the image's bytes (no host paths, no runtime choice).
+
+        Whether a lock was used is not one of them: a lock only pins what an unlocked build resolves."""
         return {
             "os": self.os,
             "release": self.release,
@@ -223,7 +234,6 @@ class BuildSpec:
             "dev_ssh_key": bool(self.dev_ssh_key) if self.dev_mode else None,
             "sync_logs": self.sync_logs if self.dev_mode else None,
             "source_date_epoch": self.source_date_epoch,
-            "lock": self.lock_digest,
         }
 
     def validate(self) -> BuildSpec:

@@ -104,13 +104,19 @@ def _agent_source(source: str | None) -> Any:
     return source
 
 
+def _locked(ctx, part: str) -> str | None:
+    """A locked build's apt or python part: the stages before the agent read only the apt files, so a
+    lock that differs in its Python files alone (another agent version) reuses their checkpoints."""
+    return _digest(ctx.replay.lock.data[part]) if ctx.replay is not None else None
+
+
 def stage_inputs(ctx) -> dict[str, dict[str, Any]]:
     """What each checkpoint's stages read (the JSON behind each key, shown by `cache ls --verbose`)."""
     spec, prof = ctx.spec, ctx.profile
     context = ctx.template_context()
     return {
         "bootstrap": {
-            "os": spec.os, "release": spec.release, "mirror": spec.mirror or prof.mirror, "lock": spec.lock_digest,
+            "os": spec.os, "release": spec.release, "mirror": spec.mirror or prof.mirror, "lock": _locked(ctx, "apt"),
             "profile": {k: prof.data.get(k) for k in ("arch", "variant", "components", "keyring",
                                                        "bootstrap_tool", "suites", "security_suite",
                                                        "security_mirror")},
@@ -125,11 +131,12 @@ def stage_inputs(ctx) -> dict[str, dict[str, Any]]:
         "agent": {
             "agent_version": spec.resolved_agent_version, "agent_source": _agent_source(spec.agent_source),
             "pip_index_url": spec.pip_index_url, "dev_ssh_key": _optional_file(spec.dev_ssh_key),
+            "lock": _locked(ctx, "python"),
             "files": rendered_files(context, "agent"),
         },
         "image": {
             "hooks": hooks_digest(spec.hooks_dir, CHECKPOINTS["image"][1]),
-            "identity": spec.image_identity,
+            "identity": spec.image_identity, "lock": spec.lock_digest,
         },
     }
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from builder.claims.flock import Flock, holder
 from builder.errors import BuilderError
-from builder.publish import checksum_path, manifest_path, partial_files
+from builder.publish import checksum_path, lockfile_path, manifest_path, partial_files
 
 
 def claim_path(output: Path) -> Path:
@@ -32,7 +32,7 @@ def hold_output(output: Path) -> Iterator[Flock]:
     if lock is None:
         raise BuilderError(f"another build is writing {output} ({holder(path) or 'holder unknown'})")
     try:
-        for final in (output, manifest_path(output), checksum_path(output)):
+        for final in (output, manifest_path(output), checksum_path(output), lockfile_path(output)):
             for leftover in partial_files(final):
                 leftover.unlink(missing_ok=True)
         yield lock

@@ -1,13 +1,22 @@
-"""`trove-builder lock`: read a finished guest tree back into a lock file.
+"""The lock stage: read a finished guest tree back into the lock that rebuilds it.
 
-Runs after the hooks stage of a build, before normalize scrubs apt's lists: the signed InRelease
-files apt verified, the Packages indexes they name, every package dpkg installed at any point of
-the build (build-only packages purged again included), and the exact Python files the agent venv
-was made from (downloaded again with the guest's own pip, so the wheel chosen is the guest's).
+Runs after the hooks stage of every build, before normalize scrubs apt's lists: the signed
+InRelease files apt verified, the Packages indexes they name, every package dpkg installed at any
+point of the build (build-only packages purged again included), and the exact Python files the
+agent venv was made from. Those come from the guest's own pip (`install --dry-run --report` of
+the venv's exact versions: pip's choice of file, its index URL and sha256, from the index pages
+and the wheels' metadata files, no wheel downloaded). The wheels themselves go into the content
+store (for `build --lock --offline` on this host) from pip's HTTP cache, checked by hash; what the
+cache lacks (pip itself, fetched by python3-venv's older pip; everything when the index or a proxy
+sends no caching headers) and the store does not hold yet is downloaded once more. A pip too old
+to report (bionic's pip<22) or a requirement built from source falls back to downloading each file
+again with the guest's pip.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -25,11 +34,14 @@ from builder.context import BuildContext
 from builder.errors import BuilderError
 from builder.guest import dpkg
 from builder.guest.chroot import Chroot
-from builder.guest.pip import downloaded, lend_host_ca, run_pip
-from builder.lock.lockfile import FORMAT, TARGET_FIELDS, Lock, normalize_name
+from builder.guest.pip import PIP_CACHE, downloaded, lend_host_ca, run_pip
+from builder.lock.lockfile import FORMAT, TARGET_FIELDS, Lock, normalize_name, unlockable
 from builder.spec import host_ca_bundle_path
 
 PY_DOWNLOADS = "/var/cache/trove-builder-lock-py"
+PIP_REPORT = "/tmp/trove-builder-pip-report.json"
+PIP_PINS = "/tmp/trove-builder-pip-pins.txt"
+REPORT_PIP = (22, 2)  # the first pip with `install --report`
 INDEX_COMPRESSIONS = (".xz", ".gz", "")
 _DPKG_INSTALLED = re.compile(r"^\S+ \S+ status installed (\S+?):(\S+) (\S+)$")
 
@@ -241,23 +253,127 @@ def collect_python(ctx: BuildContext, chroot, store: ContentStore) -> list[dict[
     return files
 
 
-def collect(ctx: BuildContext) -> Lock:
-    """The lock of the build in ctx (call after the hooks stage); local downloads go into the store."""
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+
+
+def _reported_files(ctx: BuildContext, chroot, pins: dict[str, str]) -> list[dict[str, Any]] | None:
+    """name, version, file, URL and sha256 of each pin as the guest's pip chooses it, from its report
+    (None where the report cannot say: no sha256 from the index, or a source distribution)."""
+    (ctx.rootfs / PIP_PINS.lstrip("/")).write_text("".join(f"{n}=={v}\n" for n, v in sorted(pins.items())))
+    only = [] if ctx.results.get("build_tools") else ["--only-binary", ":all:"]
+    try:
+        with lend_host_ca(ctx):
+            run_pip(ctx, chroot, "install", "--dry-run", "--ignore-installed", "--no-deps", "--quiet",
+                    *only, "--report", PIP_REPORT, "-r", PIP_PINS)
+        report = json.loads((ctx.rootfs / PIP_REPORT.lstrip("/")).read_text())
+    finally:
+        for path in (PIP_PINS, PIP_REPORT):
+            (ctx.rootfs / path.lstrip("/")).unlink(missing_ok=True)
+    return files_of_report(report, pins)
+
+
+def files_of_report(report: dict[str, Any], pins: dict[str, str]) -> list[dict[str, Any]] | None:
+    """The lock's Python entries from a pip installation report (None: a file it cannot lock so)."""
+    files = []
+    for item in report.get("install", []):
+        info = item.get("download_info", {})
+        url = info.get("url", "")
+        archive = info.get("archive_info", {})
+        sha = (archive.get("hashes") or {}).get("sha256") or archive.get("hash", "").partition("sha256=")[2]
+        filename = urllib.parse.unquote(url.rsplit("/", 1)[-1])
+        if not sha or not filename.endswith(".whl"):
+            return None
+        files.append({"name": normalize_name(item["metadata"]["name"]), "version": item["metadata"]["version"],
+                      "filename": filename, "sha256": sha, "url": url})
+    if {(f["name"], f["version"]) for f in files} != set(pins.items()):
+        raise BuilderError("pip's report does not name exactly the venv's distributions")
+    return sorted(files, key=lambda f: f["name"])
+
+
+def _pip_cache_body(cache: Path, url: str) -> Path:
+    """Where pip (>= 23.3) keeps the body of a download it cached (its http-v2 layout: sha224 of the URL)."""
+    key = hashlib.sha224(url.split("#")[0].encode()).hexdigest()
+    return cache / "http-v2" / Path(*key[:5]) / f"{key}.body"
+
+
+def _store_from_pip_cache(ctx: BuildContext, store: ContentStore, files: list[dict[str, Any]]) -> None:
+    """The wheels pip's HTTP cache holds go into the content store (checked by hash)."""
+    for item in files:
+        body = _pip_cache_body(ctx.cache_dir / "pip", item["url"])
+        if store.has(item["sha256"]) or not body.is_file():
+            continue
+        try:
+            store.add_file(body, item["sha256"])
+        except HashMismatch:
+            pass  # not that file after all: downloaded like any other missing one
+
+
+def _store_the_rest(ctx: BuildContext, store: ContentStore, lock: Lock) -> None:
+    """What the store still lacks, downloaded once (each checked), so `build --lock --offline` works
+    here: Packages.xz (apt keeps its lists uncompressed) and wheels pip's cache did not keep."""
+    from builder.lock.fetch import download, missing
+
+    todo = missing(lock, store)
+    if todo:
+        count, size = download(todo, store, host_ca_bundle_path(ctx.spec.ca_bundle))
+        ctx.log.write(f"lock: {count} locked files not in the build's caches downloaded ({size / 2**20:.1f} MiB): "
+                      f"{', '.join(a.url.rsplit('/', 1)[-1] for a in todo)}\n")
+
+
+def collect_python_of_build(ctx: BuildContext, chroot, store: ContentStore) -> list[dict[str, Any]]:
+    """The venv's files from pip's report when the guest's pip can give one, else downloaded again."""
+    freeze = downloaded(ctx, ctx.results.get("pip_freeze") or [])
+    if not freeze:
+        return []
+    pins = {normalize_name(line.split("==")[0]): line.split("==", 1)[1] for line in freeze}
+    pip_version = next((v for n, v in pins.items() if n == "pip"), None) or next(
+        (line.split("==", 1)[1] for line in ctx.results.get("pip_freeze", []) if line.lower().startswith("pip==")), "0")
+    files = _reported_files(ctx, chroot, pins) if _version_tuple(pip_version) >= REPORT_PIP else None
+    if files is None:
+        ctx.log.write("lock: the guest's pip cannot report its files: downloading each once more\n")
+        return collect_python(ctx, chroot, store)
+    _store_from_pip_cache(ctx, store, files)
+    return files
+
+
+def _lock_data(ctx: BuildContext, apt: dict[str, Any], python: list[dict[str, Any]]) -> dict[str, Any]:
     spec = ctx.spec
-    store = ContentStore(ctx.cache_dir)
-    chroot = ctx.chroot()
-    with chroot.session(apt_caches(ctx)):
-        apt = collect_apt(ctx, chroot, store)
-        python = collect_python(ctx, chroot, store)
-    trove = next((f["version"] for f in python if f["name"] == "trove"), None)
-    data = {
+    return {
         "trove_builder_lock": FORMAT,
         "target": {name: getattr(spec, name) for name in TARGET_FIELDS} | {
             "agent_version": spec.resolved_agent_version, "mirror": spec.mirror or ctx.profile.mirror},
         "source_date_epoch": spec.source_date_epoch,
         "builder_image": os.environ.get("TROVE_BUILDER_IMAGE_ID"),
-        "trove_version": trove,
+        "trove_version": next((f["version"] for f in python if f["name"] == "trove"), None),
         "apt": apt,
         "python": {"index_url": spec.pip_index_url, "files": python},
     }
+
+
+def image_section(ctx: BuildContext) -> dict[str, Any]:
+    """How the disk was written: a rebuild from the lock takes these unless told otherwise."""
+    spec = ctx.spec
+    return {"format": spec.fmt, "compression": spec.resolved_compression, "size_gb": spec.size_gb}
+
+
+def collect(ctx: BuildContext) -> Lock | None:
+    """The lock of the build in ctx (call after the hooks stage; None when it cannot be locked, see
+    `unlockable`). A locked build's is the lock it replayed (it installed exactly that, checked),
+    with this builder's image ID; otherwise read from the guest, its files put into the store."""
+    spec = ctx.spec
+    if ctx.replay is not None:
+        data = json.loads(json.dumps(ctx.replay.lock.data))
+        data["builder_image"] = os.environ.get("TROVE_BUILDER_IMAGE_ID")
+    else:
+        if unlockable(spec):
+            return None
+        store = ContentStore(ctx.cache_dir)
+        chroot = ctx.chroot()
+        with chroot.session({**apt_caches(ctx), PIP_CACHE: ctx.cache_dir / "pip"}):
+            apt = collect_apt(ctx, chroot, store)
+            python = collect_python_of_build(ctx, chroot, store)
+        data = _lock_data(ctx, apt, python)
+        _store_the_rest(ctx, store, Lock(data))
+    data["image"] = image_section(ctx)
     return Lock(data)

@@ -74,8 +74,13 @@ def fetch(lock: Lock, store: ContentStore, ca_bundle: Path | None,
     todo = missing(lock, store)
     if not todo:
         return 0, 0
-    total = sum(1 for _ in lock.artifacts())
-    say(f"fetching {len(todo)} of {total} locked files")
+    say(f"fetching {len(todo)} of {sum(1 for _ in lock.artifacts())} locked files")
+    return download(todo, store, ca_bundle, say)
+
+
+def download(todo: list[Artifact], store: ContentStore, ca_bundle: Path | None,
+             say: Callable[[str], None] = lambda text: None) -> tuple[int, int]:
+    """Download `todo` into the store, each checked against its sha256; return (files, bytes)."""
     context = ssl.create_default_context(cafile=str(ca_bundle)) if ca_bundle else None
     done, fetched_bytes = 0, 0
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:

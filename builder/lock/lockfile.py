@@ -3,6 +3,8 @@
 A lock names the target (OS, release, mode, agent), the SOURCE_DATE_EPOCH, the builder image, the
 signed apt indexes and every .deb the build installed (including build-only packages it purged
 again), and every Python file the agent venv was made from. `build --lock` installs exactly that.
+A lock written by a build (IMAGE.lock.json) also says how its disk was written ("image": format,
+compression, size), which a build from it takes unless told otherwise.
 """
 
 from __future__ import annotations
@@ -88,6 +90,11 @@ class Lock:
         return self.data["source_date_epoch"]
 
     @property
+    def image(self) -> dict[str, Any]:
+        """format, compression, size_gb of the image that wrote this lock ({} for `trove-builder lock`'s)."""
+        return self.data.get("image") or {}
+
+    @property
     def packages(self) -> list[dict[str, Any]]:
         return self.data["apt"]["packages"]
 
@@ -120,6 +127,19 @@ class Lock:
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def unlockable(spec) -> str | None:
+    """Why a build with these inputs cannot be locked (None: it can): what the replay cannot serve."""
+    mirror = spec.mirror or spec.profile.mirror
+    if not mirror.startswith("http://"):
+        return f"mirror {mirror}: locks replay apt through an http proxy; use an http:// mirror"
+    if spec.docker_source == "docker-ce":
+        return "--docker-source docker-ce: Docker's own repository cannot be locked"
+    source = spec.agent_source
+    if source and (source.startswith((".", "/")) or Path(source).exists()):
+        return f"--agent-source {source} is a local path: only releases on a package index can be locked"
+    return None
 
 
 def normalize_name(name: str) -> str:

@@ -2,9 +2,11 @@
 
 apt and debootstrap keep their usual sources (so the guest's files are those of any build) and
 reach them through a small HTTP proxy on the loopback that answers only with locked files, by URL
-or by hash; anything else is a 404. pip installs from a directory of the locked files with
---require-hashes and no index. Works the same with or without a network: `--offline` only takes
-the network away.
+or by hash; anything else is a 404. pip runs the unlocked build's own commands (`install
+trove==VERSION`), with no index but a directory of the locked files (each checked against its
+sha256 in the store) and a constraints file of the locked versions: pip records the same
+metadata (REQUESTED, RECORD) as in an unlocked build, which `-r --require-hashes --no-deps` would
+not. Works the same with or without a network: `--offline` only takes the network away.
 """
 
 from __future__ import annotations
@@ -110,17 +112,13 @@ class Replay:
             'Acquire::Check-Valid-Until "false";\n'
             'Acquire::Languages "none";\n'
             'Acquire::Retries "0";\n')
-        pip_lines: list[str] = []
-        agent_lines: list[str] = []
+        pins: list[str] = []
         for item in self.lock.python_files:
             target = self.dir / "python" / item["filename"]
             link_or_copy(self.store.path(item["sha256"]), target)
-            if item.get("role") == "build":
-                continue  # only in the find-links dir, for building an sdist
-            line = f"{item['name']}=={item['version']} --hash=sha256:{item['sha256']}\n"
-            (pip_lines if item["name"] == "pip" else agent_lines).append(line)
-        (self.dir / "pip.txt").write_text("".join(pip_lines))
-        (self.dir / "requirements.txt").write_text("".join(agent_lines))
+            if item.get("role") != "build":  # build requirements are only found there, for an sdist
+                pins.append(f"{item['name']}=={item['version']}\n")
+        (self.dir / "constraints.txt").write_text("".join(sorted(pins)))
 
     # -- what the stages use -------------------------------------------------------------------------
     @property
@@ -135,11 +133,10 @@ class Replay:
     def locks_pip(self) -> bool:
         return any(item["name"] == "pip" and item.get("role") != "build" for item in self.lock.python_files)
 
-    def pip_install_args(self, step: str) -> list[str]:
-        """pip arguments for the 'pip' (pip itself) or 'agent' (everything else) install step."""
-        req = "pip.txt" if step == "pip" else "requirements.txt"
-        return ["install", "--no-index", "--find-links", f"{INNER_DIR}/python", "--no-deps",
-                "--require-hashes", "-r", f"{INNER_DIR}/{req}"]
+    @property
+    def pip_source_args(self) -> list[str]:
+        """What `pip install` adds to an unlocked build's arguments: the locked files, nothing else."""
+        return ["--no-index", "--find-links", f"{INNER_DIR}/python", "--constraint", f"{INNER_DIR}/constraints.txt"]
 
     # -- checks --------------------------------------------------------------------------------------
     def check_python(self, freeze: list[str]) -> None:

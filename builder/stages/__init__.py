@@ -1,7 +1,7 @@
 """The pipeline's stages, one job each, in the one table everything else derives from.
 
 The pipeline runs STAGES in order; the stage cache's checkpoints (builder/cache/stagekeys.py) group
-consecutive stages by `checkpoint`; `trove-builder lock` runs up to the last stage that runs hooks;
+consecutive stages by `checkpoint`; `trove-builder lock` runs up to the lock stage;
 templates/files.yaml names the stage that writes each guest file. No stage imports another.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from builder.context import BuildContext
 from builder.guest.render import file_table
-from builder.stages import agent, assemble, bootstrap, export, hooks, normalize, system
+from builder.stages import agent, assemble, bootstrap, export, hooks, lock, normalize, system
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("system", system.DESCRIPTION, system.run_stage, "system"),
     Stage("agent", agent.DESCRIPTION, agent.run_stage, "agent"),
     Stage("hooks", hooks.POST_DESCRIPTION, hooks.run_post_install, "image", hooks.POST_INSTALL_PHASES),
+    Stage("lock", lock.DESCRIPTION, lock.run_stage, "image"),
     Stage("normalize", normalize.DESCRIPTION, normalize.run_stage, "image"),
     Stage("assemble", assemble.DESCRIPTION, assemble.run_stage, "image"),
     Stage("export", export.DESCRIPTION, export.run_stage, "image"),
@@ -47,9 +48,8 @@ def checkpoints() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
 
 
 def lock_stages() -> tuple[Stage, ...]:
-    """What `trove-builder lock` runs: the guest as the last hooks left it, no image made."""
-    last = max(i for i, stage in enumerate(STAGES) if stage.hook_phases)
-    return STAGES[: last + 1]
+    """What `trove-builder lock` runs: up to the lock stage, no image made."""
+    return STAGES[: NAMES.index("lock") + 1]
 
 
 def unknown_file_stages() -> list[str]:

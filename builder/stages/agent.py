@@ -26,11 +26,13 @@ DESCRIPTION = "install the Trove guest agent and its units"
 def _install_agent(ctx: BuildContext, chroot: Chroot, wheels_only: bool) -> bool:
     """pip install the agent; with wheels_only, False (nothing installed) when something needs building."""
     only = ["--only-binary", ":all:"] if wheels_only else []
-    if ctx.replay is not None:  # exactly the lock's files, by hash, no index
-        args = [*ctx.replay.pip_install_args("agent"), "--no-compile", *only]
-    else:
-        args = ["install", "--no-compile", *only, agent_requirement(ctx)]
-    return run_pip(ctx, chroot, *args, check=not wheels_only).returncode == 0
+    return run_pip(ctx, chroot, "install", *_locked_source(ctx), "--no-compile", *only, agent_requirement(ctx),
+                   check=not wheels_only).returncode == 0
+
+
+def _locked_source(ctx: BuildContext) -> list[str]:
+    """A locked build runs the same pip commands, from the locked files alone (builder/replay.py)."""
+    return ctx.replay.pip_source_args if ctx.replay is not None else []
 
 
 def _install_build_tools(ctx: BuildContext, chroot: Chroot) -> None:
@@ -44,11 +46,9 @@ def _install_venv(ctx: BuildContext, chroot: Chroot) -> None:
         chroot.run(["/usr/bin/python3", "-m", "venv", VENV])
         # What python3-venv itself put there (a locked .deb, not a download; bionic's pkg-resources 0.0.0).
         ctx.results["venv_bundled"] = freeze(ctx)
-        if ctx.replay is not None:
-            if ctx.replay.locks_pip:
-                run_pip(ctx, chroot, *ctx.replay.pip_install_args("pip"))
-        else:
-            run_pip(ctx, chroot, "install", "--upgrade", prof.pip_bootstrap)
+        # A lock without pip: the unlocked build found the bundled pip up to date and changed nothing.
+        if ctx.replay is None or ctx.replay.locks_pip:
+            run_pip(ctx, chroot, "install", *_locked_source(ctx), "--upgrade", prof.pip_bootstrap)
         # Wheels alone when they exist (no compilers to install and purge again); else with the
         # build packages, as a source install needs them.
         if ctx.results.get("build_tools") or not _install_agent(ctx, chroot, wheels_only=True):

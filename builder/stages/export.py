@@ -1,4 +1,4 @@
-"""export: the image, its manifest and .sha256 under temporary names, then renamed into place."""
+"""export: the image, its manifest, .sha256 and lock under temporary names, then renamed into place."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from builder.context import BuildContext
 from builder.image import qemu_img
 from builder.publish import publish, temp_name
 
-DESCRIPTION = "convert to the output format; write manifest and checksum"
+DESCRIPTION = "convert to the output format; write manifest, checksum and lock"
 
 def run_stage(ctx: BuildContext) -> None:
     tmp = temp_name(ctx.spec.output)

@@ -113,7 +113,7 @@ def run_stage(ctx: BuildContext) -> None:
     root = ctx.rootfs
     # Files that name the finished disk (grub.cfg: the root filesystem's UUID) are written here,
     # so that the cached rootfs of earlier stages does not depend on the disk's size or format.
-    install_stage_files(root, "normalize", ctx.template_context())
+    install_stage_files(root, "normalize", {**ctx.template_context(), "root_uuid": ctx.stable_uuid("rootfs")})
     for pattern in REMOVE + ctx.profile.remove_unreproducible:
         _remove(root, pattern)
     for name in TRUNCATE:

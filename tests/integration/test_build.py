@@ -42,7 +42,7 @@ def test_image_is_a_valid_qcow2_with_manifest_and_checksum(images, os_name, rele
     # nothing half-written left beside the output
     assert sorted(p.name for p in image.parent.iterdir()) == sorted(
         [image.name, image.name + ".sha256", image.name + ".manifest.json", image.name + ".spdx.json",
-         image.name + ".cdx.json"])
+         image.name + ".cdx.json", image.name + ".lock.json"])
 
 
 def build_host_strings(images, image) -> list[str]:

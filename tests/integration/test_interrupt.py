@@ -331,7 +331,7 @@ def test_sigkill_of_the_cli_beside_a_build_that_succeeds(builder_image, cache, i
     assert rc == 0, stdout[-3000:] + stderr
     assert sorted(p.name for p in good_out.parent.iterdir()) == sorted(
         [good_out.name, good_out.name + ".sha256", good_out.name + ".manifest.json", good_out.name + ".spdx.json",
-         good_out.name + ".cdx.json"])
+         good_out.name + ".cdx.json", good_out.name + ".lock.json"])
     assert subprocess.run(["qemu-img", "check", str(good_out)], capture_output=True).returncode == 0
     assert record_hash("bookworm, --no-cache, beside a SIGKILLed build sharing its cache", good_out) == \
         file_sha256(images.get("debian", "bookworm")), "not the session image's bytes"

@@ -1,20 +1,21 @@
-"""Issue 4 items 2-3: lock a build, fetch its files into an empty cache, build offline, same bytes.
+"""Issue 4: `trove-builder lock` names every input, and a tampered lock is refused by file and hash.
 
-One lock of debian bookworm (the stage cache of the session's bookworm build makes it quick), then
-two real builds from it without checkpoints: online from the cache the lock filled, and with no
-network at all from a cache that `fetch` alone filled. They must give the same sha256.
+One lock of debian bookworm (the stage cache of the session's bookworm build makes it quick: the
+hooks and lock stages run again). The rebuild from a lock, offline from a cache `fetch` alone filled,
+under another TZ, umask and locale, is test_image_lock.py's `verify` of the session's own image: it
+proves what this file's two locked builds (online, offline) proved, and that they equal the unlocked
+build.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TB, record_hash, run_tb
+from tests.conftest import run_tb
 
 pytestmark = pytest.mark.slow
 
@@ -45,40 +46,13 @@ def test_the_lock_names_every_package_python_file_and_input(locked, builder_imag
     assert data["builder_image"] == image_id
 
 
-def test_an_offline_build_from_a_fetched_cache_equals_the_online_build(locked, builder_image, tmp_path):
-    """The offline build also runs under another TZ, umask, locale, work dir and output name, with a
-    cache that held nothing but what `fetch` put there (no .debs, no wheels, no checkpoints)."""
+def test_the_lock_command_gives_the_lock_the_build_wrote_beside_its_image(locked, images):
+    """`trove-builder lock` and the lock stage of a build are one code path: same content, no image section."""
     path, data = locked
-    online = tmp_path / "online" / "guest.qcow2"
-    online.parent.mkdir()
-    result = run_tb("build", "--lock", str(path), "-o", str(online), "--builder-image", builder_image, "--no-cache")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
-    cold = tmp_path / "fetched-cache"
-    fetched = run_tb("fetch", "--lock", str(path), "--cache-dir", str(cold))
-    assert fetched.returncode == 0, fetched.stdout[-2000:] + fetched.stderr[-2000:]
-    assert not (cold / "apt").exists(), "fetch fills the content-addressed store only"
-
-    offline = tmp_path / "elsewhere" / "other-name.qcow2"
-    offline.parent.mkdir()
-    env = {**os.environ, "TZ": "Asia/Tokyo", "LC_ALL": "C", "LANG": "C"}
-    result = subprocess.run(
-        ["sh", "-c", 'umask 077 && exec "$@"', "sh", *TB, "build", "--lock", str(path), "-o", str(offline),
-         "--offline", "--builder-image", builder_image, "--cache-dir", str(cold), "--no-cache",
-         "--work-dir", str(tmp_path / "scratch")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "offline: no network but the loopback" in result.stdout
-    scratch = tmp_path / "scratch"
-    assert not scratch.exists() or not any(scratch.iterdir()), "the work dir was left behind"
-    online_sum = record_hash("bookworm locked, online, cache filled by `lock`, no stage cache", online)
-    assert record_hash("bookworm locked, offline (no network), cache filled by `fetch` only, TZ Asia/Tokyo, "
-                       "umask 077, LC_ALL=C, other work dir and output name, no stage cache", offline) == online_sum, \
-        "an offline build under another TZ/umask/locale/work dir must give the online build's bytes"
-    manifest = json.loads((offline.parent / "other-name.qcow2.manifest.json").read_text())
-    installed = {(p["name"], p["version"]) for p in manifest["packages"]}
-    locked_set = {(p["name"], p["version"]) for p in data["apt"]["packages"]}
-    assert installed <= locked_set
+    image = images.get("debian", "bookworm")
+    written = json.loads(image.with_name(image.name + ".lock.json").read_text())
+    assert "image" not in data and written.pop("image") == {"format": "qcow2", "compression": "zstd", "size_gb": 5}
+    assert data == written
 
 
 def _tampered(path: Path, tmp_path: Path, package: str) -> tuple[Path, dict]:

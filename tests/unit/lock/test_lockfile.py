@@ -194,7 +194,9 @@ def test_the_replay_proxy_serves_locked_files_by_url_and_hash_and_nothing_else(t
         assert _get(proxy, f"{base}/dists/bookworm/main/binary-amd64/by-hash/SHA256/{sha(DEB)}")[0] == 404
         assert _get(proxy, f"{base}/pool/main/b/bar/bar_1_amd64.deb")[0] == 404
         assert "Check-Valid-Until" in (replay.dir / "apt.conf").read_text()
-        assert (replay.dir / "pip.txt").read_text() == f"pip==25.0 --hash=sha256:{sha(WHEEL)}\n"
+        # pip gets the unlocked build's own requirement, from these files and versions only.
+        assert (replay.dir / "constraints.txt").read_text() == "pip==25.0\n"
+        assert replay.pip_source_args[:2] == ["--no-index", "--find-links"]
         assert (replay.dir / "python/pip-25.0-py3-none-any.whl").read_bytes() == WHEEL
         assert replay.chroot_env["http_proxy"] == proxy
     finally:

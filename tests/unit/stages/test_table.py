@@ -26,7 +26,7 @@ def test_checkpoints_cover_every_stage_once_in_order():
     assert phases == [p for s in stages.STAGES for p in s.hook_phases]
 
 
-def test_a_lock_runs_the_stages_up_to_the_last_hooks():
+def test_a_lock_runs_the_stages_up_to_the_lock_stage_after_the_last_hooks():
     names = [s.name for s in stages.lock_stages()]
-    assert names[-1] == "hooks" and names == stages.NAMES[: len(names)]
+    assert names[-1] == "lock" and names == stages.NAMES[: len(names)]
     assert all(not s.hook_phases for s in stages.STAGES[len(names):])
