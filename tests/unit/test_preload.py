@@ -130,3 +130,35 @@ def test_a_locked_build_needs_exactly_the_locked_archives():
         lock.check_preload([a, b])
     with pytest.raises(UsageError, match="does not name"):
         Lock({}, Path("x.lock.json")).check_preload([b])
+
+
+def test_preload_stage_puts_archives_and_their_loader_into_the_guest(tmp_path):
+    from builder.stages import preload
+
+    archive = tmp_path / "db.tar"
+    write_archive(root_tar(tmp_path / "rootfs.tar"), IMAGE, archive, 1767225600)
+    spec = spec_with(tmp_path, [archive])
+    ctx = BuildContext(spec=spec, profile=spec.profile, work_dir=tmp_path / "work", log=Log(None))
+    (ctx.rootfs / "etc").mkdir(parents=True)
+    (ctx.rootfs / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (ctx.rootfs / "etc/group").write_text("root:x:0:\n")
+    preload.run_stage(ctx)
+    digest = read_archive(archive).sha256
+    inside = ctx.rootfs / "var/lib/trove-builder/preload" / f"{digest[:16]}.tar"
+    assert inside.read_bytes() == archive.read_bytes()
+    assert inside.with_suffix(".tags").read_text() == "example/db:1.0\n"
+    unit = (ctx.rootfs / "etc/systemd/system/trove-preload-images.service").read_text()
+    assert "Before=guest-agent.service" in unit and "After=docker.service" in unit
+    link = ctx.rootfs / "etc/systemd/system/multi-user.target.wants/trove-preload-images.service"
+    assert link.is_symlink() and str(link.readlink()) == "/etc/systemd/system/trove-preload-images.service"
+    assert ctx.results["preload_images"][0]["sha256"] == digest
+
+
+def test_preload_stage_adds_nothing_without_archives(tmp_path):
+    from builder.stages import preload
+
+    spec = spec_with(tmp_path, [])
+    ctx = BuildContext(spec=spec, profile=spec.profile, work_dir=tmp_path / "work", log=Log(None))
+    ctx.rootfs.mkdir(parents=True)
+    preload.run_stage(ctx)
+    assert list(ctx.rootfs.iterdir()) == [] and ctx.results["preload_images"] == []
