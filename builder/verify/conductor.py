@@ -90,8 +90,8 @@ class Conductor:
         om, _ = _oslo()
         self.log = ConductorLog()
         self.conf = messaging_conf()
+        self.transport = om.get_rpc_transport(self.conf, url=transport_url)  # registers control_exchange
         self.conf.set_override("control_exchange", exchange)
-        self.transport = om.get_rpc_transport(self.conf, url=transport_url)
         target = om.Target(exchange=exchange, topic=CONDUCTOR_TOPIC, server="boot-test-conductor")
         endpoint = _Endpoint(self.log, guest_id, om.Target(version="1.0"))
         with warnings.catch_warnings():  # "executor is deprecated" on 18.x; older ones need it
