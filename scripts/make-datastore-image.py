@@ -18,8 +18,8 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from builder.preload.archive import read_archive, write_archive  # noqa: E402
 from builder.defaults import SOURCE_DATE_EPOCH as DEFAULT_SOURCE_DATE_EPOCH  # noqa: E402
+from builder.preload.archive import read_archive, write_archive  # noqa: E402
 
 # Left out of the image: documentation and translations (copyright files stay).
 DPKG_EXCLUDES = ["path-exclude=/usr/share/doc/*", "path-include=/usr/share/doc/*/copyright",

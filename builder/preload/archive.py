@@ -114,4 +114,4 @@ def write_archive(rootfs_tar: Path, image: dict[str, Any], out: Path, epoch: int
 
 
 def _iso(epoch: int) -> str:
-    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -98,7 +98,7 @@ class Conductor:
             warnings.simplefilter("ignore", DeprecationWarning)
             self.server = om.get_rpc_server(self.transport, target, [endpoint], executor="threading")
 
-    def __enter__(self) -> "Conductor":
+    def __enter__(self) -> Conductor:
         self.server.start()
         return self
 

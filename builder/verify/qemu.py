@@ -161,7 +161,8 @@ def qemu_command(cfg: VMConfig, *, accel: str, root_disk: Path, serial_log: Path
             argv += ["-device", "virtio-scsi-pci,id=scsi0,addr=0x7", "-device", "scsi-cd,drive=cd0,bus=scsi0.0"]
         else:
             argv += ["-device", f"ide-cd,drive=cd0,bus={MACHINES[cfg.machine]},unit=0"]
-    netdev = "user,id=n0" + "".join("," + fwd.option() for fwd in [*cfg.guestfwds, *cfg.hostfwds])
+    forwards: list[GuestFwd | HostFwd] = [*cfg.guestfwds, *cfg.hostfwds]
+    netdev = "user,id=n0" + "".join("," + fwd.option() for fwd in forwards)
     argv += ["-netdev", netdev, "-device", "virtio-net-pci,netdev=n0,addr=0x3",
              "-device", "virtio-rng-pci,addr=0x6"]
     argv += list(cfg.extra_args)

@@ -30,10 +30,11 @@ def test_the_agents_failure_is_reported_by_its_first_cause():
         try:
             raise LookupError('404 Client Error: Not Found ("No such image: trove-builder/mariadb:10.11")')
         except LookupError:
-            raise RuntimeError("Failed to start mysql")
+            raise RuntimeError("Failed to start mysql")  # noqa: B904 - implicit chaining, as the agent does
     except RuntimeError as exc:
         formatted = traceback.format_exception(type(exc), exc, exc.__traceback__)
-    assert root_cause(formatted) == 'LookupError: 404 Client Error: Not Found ("No such image: trove-builder/mariadb:10.11")'
+    assert root_cause(formatted) == \
+        'LookupError: 404 Client Error: Not Found ("No such image: trove-builder/mariadb:10.11")'
     assert root_cause(None) == ""
 
 
