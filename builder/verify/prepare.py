@@ -160,7 +160,7 @@ def run_prepare(client, conductor: Conductor, request: PrepareRequest, *, manage
             result.reason = why
             return result
         if time.monotonic() > deadline:
-            waited = "a 'healthy' status" if result.healthy is None else "prepare's end (notify_end)"
+            waited = "'healthy' status" if result.healthy is None else "end of prepare (notify_end)"
             history = ", ".join(s for _, s in result.status_history) or "none"
             result.reason = f"no {waited} from the agent before the deadline (statuses: {history})"
             return result

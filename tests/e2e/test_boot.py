@@ -52,13 +52,14 @@ def test_preloaded_datastore_image_runs_a_database_that_answers_select_1(images,
     """bookworm/bios production with `make datastore-image`'s archive preloaded: rpc_ping, then prepare
     as the taskmanager casts it, the agent's 'healthy' on the conductor topic, SELECT 1 from the host."""
     image = images.get("debian", "bookworm", False, "--preload-image", str(datastore_archive.path))
-    result = run_boot_test(image, firmware="bios", datastore_version=datastore_archive.tag,
+    # docker load of the 228 MiB archive runs before the agent starts: ~13 min of TCG at load 12 here
+    result = run_boot_test(image, firmware="bios", datastore_version=datastore_archive.tag, timeout=2700,
                            prepare=PrepareRequest(docker_image=datastore_archive.name),
                            console_log=tmp_path / "console.log")
     assert_serves_trove(result)
     assert_production_boot(result, "bios")
     prepare = result.prepare
-    assert prepare["select_1"] is not None and prepare["server_version"].endswith("MariaDB"), prepare
+    assert prepare["select_1"] is not None and "MariaDB" in prepare["server_version"], prepare
     statuses = [status for _, status in prepare["status_history"]]
     assert statuses[-1] == "healthy" and "failed" not in statuses, statuses
     assert prepare["prepare_sent"] < prepare["healthy"] <= prepare["select_1"], prepare
@@ -68,7 +69,7 @@ def test_image_without_the_datastore_image_fails_prepare_with_the_reason(images,
     """noble/uefi production, nothing preloaded, no registry: the guest boots and answers rpc_ping, then
     prepare fails with docker's reason (the image cannot be pulled), reported by the agent, not a timeout."""
     image = images.get("ubuntu", "noble")
-    result = run_boot_test(image, firmware="uefi", datastore_version=datastore_archive.tag,
+    result = run_boot_test(image, firmware="uefi", datastore_version=datastore_archive.tag, timeout=1200,
                            prepare=PrepareRequest(docker_image=datastore_archive.name),
                            console_log=tmp_path / "console.log")
     assert not result.passed
