@@ -20,6 +20,9 @@ ENGINE    ?= docker
 BUILDER_BASE ?= $(shell $(ENGINE) image inspect trove-builder-base:trixie >/dev/null 2>&1 && echo trove-builder-base:trixie)
 DEBIAN_MIRROR ?= http://deb.debian.org/debian
 PYTEST_ARGS ?=
+# `make datastore-image`: a MariaDB image from Debian's packages, as a `docker save` archive (no registry).
+DATASTORE_RECIPE ?= mariadb
+DATASTORE_IMAGE ?= images/trove-builder-$(DATASTORE_RECIPE)-$(shell sed -n 's/^tag: *"\{0,1\}\([^"]*\)"\{0,1\}$$/\1/p' containerfiles/datastore/$(DATASTORE_RECIPE)/image.yaml).tar
 
 LOCK      ?= $(basename $(OUTPUT)).lock.json
 
@@ -28,7 +31,7 @@ DATASTORE ?= mysql
 VERSION   ?= 8.4
 REGISTER_ARGS ?=
 
-.PHONY: setup image lock image-locked builder builder-lock builder-unlocked builder-base venv lint test test-fast bench bench-boot clean register
+.PHONY: setup image lock image-locked builder builder-lock builder-unlocked builder-base datastore-image venv lint test test-fast bench bench-boot clean register
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +47,10 @@ setup:  ## a fresh Debian host: packages, Docker engine, venv, builder image (ro
 builder-base:  ## Debian trixie base made locally (mmdebstrap | docker import), for hosts without a registry
 	mmdebstrap --variant=minbase --include=ca-certificates trixie - $(DEBIAN_MIRROR) \
 	  | $(ENGINE) import - trove-builder-base:trixie
+
+datastore-image: venv  ## images/trove-builder-mariadb-10.11.tar: for --preload-image (mmdebstrap, root)
+	@mkdir -p $(dir $(DATASTORE_IMAGE))
+	$(VENV)/bin/python scripts/make-datastore-image.py containerfiles/datastore/$(DATASTORE_RECIPE) $(DATASTORE_IMAGE)
 
 builder: venv  ## the builder image from containerfiles/builder.lock.json: the same image ID on any host, any day
 	$(VENV)/bin/python -m builder.builderimage build --tag $(BUILDER_IMAGE) --engine $(ENGINE)

@@ -66,6 +66,9 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show every comma
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout "
                                                          "(build: stage timings, cache use, sha256); "
                                                          "progress and tables go to stderr.")]
+PreloadImage = Annotated[list[Path] | None, typer.Option(
+    "--preload-image", help="A `docker save` archive of a datastore image to bake into the guest (repeatable); "
+                            "the guest's Docker loads it before the agent starts. Its sha256 is locked.")]
 CACHE_DIR = default_cache_dir()
 DEFAULT_RUNTIME = Runtime(defaults.RUNTIME)
 DEFAULT_DOCKER_SOURCE = DockerSource(defaults.DOCKER_SOURCE)
@@ -194,6 +197,7 @@ def build(
     allow_other_builder: Annotated[bool, typer.Option(
         "--allow-other-builder", help="With --lock: build even if the builder image is not the one the lock "
                                       "was made with (warns).")] = False,
+    preload_image: PreloadImage = None,
     verbose: Verbose = False,
 ) -> None:
     """Build a Trove guest image (same positional arguments as `trovestack build-image`)."""
@@ -206,7 +210,8 @@ def build(
         controller_path=controller_path, dev_ssh_key=dev_ssh_key, ca_bundle=ca_bundle,
         pip_index_url=pip_index_url, docker_source=docker_source.value, verbose=verbose,
         compression=compression and compression.value,
-        cache_limit=cache_limit, allow_other_builder=allow_other_builder)
+        cache_limit=cache_limit, allow_other_builder=allow_other_builder,
+        preload_images=preload_image or [])
     _run(spec, json_summary)
 
 
@@ -299,6 +304,7 @@ def lock_command(
     ca_bundle: CABundle = None,
     pip_index_url: PipIndexURL = defaults.PIP_INDEX_URL,
     no_cache: NoCache = False,
+    preload_image: PreloadImage = None,
     verbose: Verbose = False,
 ) -> None:
     """Resolve a build's inputs into a lock file: packages, Python files, builder image, SOURCE_DATE_EPOCH.
@@ -310,7 +316,7 @@ def lock_command(
         no_cache=no_cache, agent_version=agent_version, agent_source=agent_source, mirror=mirror,
         hooks_dir=hooks_dir, runtime=runtime.value, builder_image=builder_image, cache_dir=cache_dir,
         controller_user=controller_user, controller_path=controller_path, ca_bundle=ca_bundle,
-        pip_index_url=pip_index_url, verbose=verbose)
+        pip_index_url=pip_index_url, verbose=verbose, preload_images=preload_image or [])
     output = spec.output
     _run(spec)
     from builder.cache.cas import ContentStore
@@ -438,7 +444,9 @@ def boot_test(
     image: Annotated[Path, typer.Argument(
         help="Image to boot (never modified: a copy-on-write overlay is used).")],
     datastore: Annotated[str, typer.Option("--datastore", help="datastore_manager in guest_info.conf.")] = "mysql",
-    datastore_version: Annotated[str, typer.Option("--datastore-version")] = "8.4",
+    datastore_version: Annotated[str | None, typer.Option(
+        "--datastore-version", help=f"Default {defaults.DATASTORE_VERSION}; with --prepare the tag of "
+                                    "--datastore-image.")] = None,
     guest_user: Annotated[str, typer.Option("--guest-user", help="Owner of the injected config files.")
                           ] = defaults.GUEST_USER,
     firmware: Annotated[Firmware, typer.Option("--firmware", help="bios: SeaBIOS; uefi: OVMF.")] = Firmware.bios,
@@ -456,6 +464,12 @@ def boot_test(
     guest_report: Annotated[bool, typer.Option(
         "--guest-report", help="Debug: the guest prints systemd-analyze (time, blame, critical chain, unit times) "
         "to the console once booted (a config-drive toggle; the image is unchanged).")] = False,
+    prepare: Annotated[bool, typer.Option(
+        "--prepare", help="Then cast prepare, wait for the datastore to report healthy and run SELECT 1 "
+                          "through a forwarded port.")] = False,
+    datastore_image: Annotated[str, typer.Option(
+        "--datastore-image", help="With --prepare: the image the agent runs (NAME:TAG; the tag is the datastore "
+                                  "version), preloaded or pullable by the guest.")] = defaults.DATASTORE_IMAGE,
 ) -> None:
     """Boot an image under QEMU as Trove would and check the guest agent answers RPC.
 
@@ -464,6 +478,20 @@ def boot_test(
     started). --json carries it all."""
     if not image.is_file():
         raise UsageError(f"no image at {image}")
+    request = None
+    if prepare:
+        from builder.verify.prepare import PrepareRequest
+
+        name, _, tag = datastore_image.rpartition(":")
+        if not name or not tag or "/" in tag:
+            raise UsageError(f"--datastore-image {datastore_image} must be NAME:TAG (the agent runs "
+                             f"<docker_image>:<datastore version>)")
+        if datastore_version is not None and datastore_version != tag:
+            raise UsageError(f"--datastore-version {datastore_version} differs from the tag of --datastore-image "
+                             f"{datastore_image}: the agent would run {name}:{datastore_version}")
+        if datastore != "mysql":
+            raise UsageError(f"--prepare drives the mysql manager (MySQL-compatible images), not '{datastore}'")
+        datastore_version, request = tag, PrepareRequest(docker_image=name)
     if controller_source is not None:
         if not controller_source.is_dir():
             raise UsageError(f"controller source {controller_source} is not a directory")
@@ -476,11 +504,13 @@ def boot_test(
 
     human = sys.stderr if json_out else sys.stdout
     result = run_boot_test(
-        image, datastore=datastore, datastore_version=datastore_version, guest_user=guest_user,
+        image, datastore=datastore, datastore_version=datastore_version or defaults.DATASTORE_VERSION,
+        guest_user=guest_user,
         firmware=firmware.value, timeout=timeout, data_disk_gb=data_disk_gb,
         controller_source=controller_source, controller_key=controller_key,
         controller_user=controller_user, controller_path=controller_path, console_log=console_log,
         guest_report=guest_report, progress=lambda line: print(line, file=human, flush=True),
+        prepare=request,
     )
     print(render_result_table(result), file=human)
     if json_out:

@@ -20,6 +20,7 @@ VENV = "/opt/guest-agent-venv"
 TROVE_DIRS = ["/etc/trove", "/etc/trove/conf.d", "/etc/trove/certs", "/var/lib/trove",
               "/var/log/trove", "/opt/trove-guestagent"]
 GUEST_CA_PATH = "/tmp/trove-builder-ca.pem"
+PRELOAD_DIR = "/var/lib/trove-builder/preload"  # the --preload-image archives in the guest
 
 
 @dataclass
@@ -98,4 +99,6 @@ class BuildContext:
             "root_label": ROOT_LABEL,
             "datasources": ["ConfigDrive", "OpenStack", "None"],
             "docker_plugin": self.results.get("docker_plugin", False),
+            "preload_images": bool(spec.preload_images),
+            "preload_dir": PRELOAD_DIR,
         }

@@ -17,3 +17,6 @@ CACHE_LIMIT = "20G"  # stage cache kept after a build
 # 2026-01-01T00:00:00Z. Every file time in the image is clamped to this unless
 # SOURCE_DATE_EPOCH says otherwise, so that the build time never leaks in.
 SOURCE_DATE_EPOCH = 1767225600
+# `boot-test --prepare`: the image the agent runs (`make datastore-image`; NAME:TAG, the tag is the version).
+DATASTORE_IMAGE = "trove-builder/mariadb:10.11"
+DATASTORE_VERSION = "8.4"  # boot-test without --prepare: guest_info's datastore version

@@ -110,6 +110,7 @@ def publish(ctx: BuildContext, tmp: Path) -> None:
                       "dev_ssh_key": ctx.results.get("dev_ssh_key", False) if spec.dev_mode else None},
             "disk": ctx.results.get("layout"),
             "hooks": ctx.results.get("hooks", []),
+            "preload_images": ctx.results.get("preload_images", []),
             "packages": ctx.results.get("packages", []),
             "deviations": DEVIATIONS,
         }

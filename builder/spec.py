@@ -18,6 +18,7 @@ from builder.cache.stagecache import parse_size
 from builder.choices import DockerSource, Format, Runtime, values
 from builder.errors import UsageError
 from builder.image.qemu_img import COMPRESSIONS
+from builder.preload.archive import ImageArchive, read_archive
 
 FORMATS = values(Format)
 RUNTIMES = values(Runtime)
@@ -120,6 +121,7 @@ class BuildSpec:
     offline: bool = False           # build --offline: the builder container has no network
     lock_out: Path | None = None    # trove-builder lock: write the lock here instead of an image
     allow_other_builder: bool = False  # build --lock with a builder image other than the lock's
+    preload_images: list[Path] = field(default_factory=list)  # docker save archives baked into the guest
 
     @classmethod
     def for_build(cls, *, guest_os: str | None, release: str | None, dev_mode: str | None,
@@ -168,10 +170,13 @@ class BuildSpec:
             output = default_output(guest_os, release, dev, fmt)
             output.parent.mkdir(parents=True, exist_ok=True)
         source_date_epoch = _epoch(epoch)
-        return cls(os=guest_os, release=release, dev_mode=dev, guest_user=guest_user, output=output, fmt=fmt,
+        spec = cls(os=guest_os, release=release, dev_mode=dev, guest_user=guest_user, output=output, fmt=fmt,
                    runtime=runtime, sync_logs=parse_bool(sync_logs, "SYNC_LOG_TO_CONTROLLER"),
                    source_date_epoch=source_date_epoch, stage_cache=not no_cache, lock_file=lock_file,
                    lock_digest=lock_digest, offline=offline, **options).validate()
+        if lock_file is not None:
+            locked.check_preload([archive.sha256 for archive in spec.preload_archives])
+        return spec
 
     @classmethod
     def for_lock(cls, *, guest_os: str | None, release: str | None, dev_mode: str | None,
@@ -212,6 +217,11 @@ class BuildSpec:
         return self.compression or self.profile.qcow2_compression
 
     @property
+    def preload_archives(self) -> list[ImageArchive]:
+        """The --preload-image archives, checked, in digest order (the order given does not matter)."""
+        return sorted((read_archive(p) for p in self.preload_images), key=lambda a: a.sha256)
+
+    @property
     def image_identity(self) -> dict[str, Any]:
         """The inputs that decide the image's bytes (no host paths, no runtime choice).
 
@@ -234,7 +244,7 @@ class BuildSpec:
             "dev_ssh_key": bool(self.dev_ssh_key) if self.dev_mode else None,
             "sync_logs": self.sync_logs if self.dev_mode else None,
             "source_date_epoch": self.source_date_epoch,
-        }
+        } | ({"preload_images": [a.sha256 for a in self.preload_archives]} if self.preload_images else {})
 
     def validate(self) -> BuildSpec:
         """Check every input before any work starts; raise UsageError with one clear line."""
@@ -273,7 +283,15 @@ class BuildSpec:
             raise UsageError("--offline needs --lock FILE: an offline build installs what a lock names")
         if self.ca_bundle is not None and not self.ca_bundle.is_file():
             raise UsageError(f"CA bundle {self.ca_bundle} is not a file")
+        self._validate_preload()
         return self
+
+    def _validate_preload(self) -> None:
+        seen: dict[str, Path] = {}
+        for archive in self.preload_archives:  # each one read and checked
+            if archive.sha256 in seen:
+                raise UsageError(f"preload image {archive.path} is the same archive as {seen[archive.sha256]}")
+            seen[archive.sha256] = archive.path
 
     def _validate_output(self) -> None:
         out = self.output
@@ -288,13 +306,15 @@ class BuildSpec:
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
-        return json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()})
+        return json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()}, default=str)
 
     @classmethod
     def from_json(cls, text: str) -> BuildSpec:
         data = json.loads(text)
         path_fields = {f.name for f in dataclasses.fields(cls) if "Path" in str(f.type)}
         for name in path_fields:
-            if data.get(name) is not None:
+            if isinstance(data.get(name), list):
+                data[name] = [Path(p) for p in data[name]]
+            elif data.get(name) is not None:
                 data[name] = Path(data[name])
         return cls(**data)

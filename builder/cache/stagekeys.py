@@ -136,8 +136,8 @@ def stage_inputs(ctx) -> dict[str, dict[str, Any]]:
         },
         "image": {
             "hooks": hooks_digest(spec.hooks_dir, CHECKPOINTS["image"][1]),
-            "identity": spec.image_identity, "lock": spec.lock_digest,
-        },
+            "identity": spec.image_identity, "lock": spec.lock_digest,  # the preloaded archives' digests included
+        } | ({"preload_files": rendered_files(context, "preload")} if spec.preload_images else {}),
     }
 
 

@@ -30,7 +30,7 @@ from typing import Any
 from builder.cache import aptcache
 from builder.cache.aptcache import apt_caches
 from builder.cache.cas import ContentStore, HashMismatch, sha256_file
-from builder.context import BuildContext
+from builder.context import PRELOAD_DIR, BuildContext
 from builder.errors import BuilderError
 from builder.guest import dpkg
 from builder.guest.chroot import Chroot
@@ -376,4 +376,6 @@ def collect(ctx: BuildContext) -> Lock | None:
         data = _lock_data(ctx, apt, python)
         _store_the_rest(ctx, store, Lock(data))
     data["image"] = image_section(ctx)
+    if spec.preload_images:  # a build from this lock must be given the same archives
+        data["preload_images"] = [a.describe(PRELOAD_DIR) for a in spec.preload_archives]
     return Lock(data)

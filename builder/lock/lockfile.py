@@ -74,6 +74,9 @@ class Lock:
             return f"an entry lacks a field ({exc})"
         if not any(a.kind == "deb" for a in artifacts):
             return "it locks no packages"
+        for image in data.get("preload_images", []):
+            if not isinstance(image, dict) or not HEX64.fullmatch(str(image.get("sha256"))):
+                return f"preload image entry {image!r} has no sha256"
         for art in artifacts:
             if not HEX64.fullmatch(str(art.sha256)):
                 return f"{art.label}: '{art.sha256}' is not a sha256"
@@ -93,6 +96,22 @@ class Lock:
     def image(self) -> dict[str, Any]:
         """format, compression, size_gb of the image that wrote this lock ({} for `trove-builder lock`'s)."""
         return self.data.get("image") or {}
+
+    @property
+    def preload_digests(self) -> list[str]:
+        """sha256 of each --preload-image archive the locked build was given (sorted)."""
+        return sorted(image["sha256"] for image in self.data.get("preload_images", []))
+
+    def check_preload(self, given: list[str]) -> None:
+        """The archives given to `build --lock` must be exactly those the lock names."""
+        want, have = self.preload_digests, sorted(given)
+        if want != have:
+            missing = [d[:16] for d in want if d not in have]
+            extra = [d[:16] for d in have if d not in want]
+            parts = ([f"--preload-image archives it names are missing (sha256 {', '.join(missing)}...)"] if missing
+                     else []) + ([f"archives it does not name were given (sha256 {', '.join(extra)}...)"] if extra
+                                 else [])
+            raise UsageError(f"lock file {self.path}: {'; '.join(parts)}")
 
     @property
     def packages(self) -> list[dict[str, Any]]:

@@ -65,6 +65,8 @@ def _mounts(spec: BuildSpec) -> tuple[dict, BuildSpec]:
         inner.dev_ssh_key = Path(mount(spec.dev_ssh_key, "/run/trove-builder/dev-key", "ro"))
     if spec.lock_file:
         inner.lock_file = Path(mount(spec.lock_file, "/run/trove-builder/lock.json", "ro"))
+    inner.preload_images = [Path(mount(path, f"/run/trove-builder/preload/{index}.tar", "ro"))
+                            for index, path in enumerate(spec.preload_images)]
     if spec.lock_out:  # `lock` writes its lock as its output
         inner.lock_out = inner.output
     ca = host_ca_bundle_path(spec.ca_bundle)

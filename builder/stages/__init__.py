@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from builder.context import BuildContext
 from builder.guest.render import file_table
-from builder.stages import agent, assemble, bootstrap, export, hooks, lock, normalize, system
+from builder.stages import agent, assemble, bootstrap, export, hooks, lock, normalize, preload, system
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("system", system.DESCRIPTION, system.run_stage, "system"),
     Stage("agent", agent.DESCRIPTION, agent.run_stage, "agent"),
     Stage("hooks", hooks.POST_DESCRIPTION, hooks.run_post_install, "image", hooks.POST_INSTALL_PHASES),
+    Stage("preload", preload.DESCRIPTION, preload.run_stage, "image"),
     Stage("lock", lock.DESCRIPTION, lock.run_stage, "image"),
     Stage("normalize", normalize.DESCRIPTION, normalize.run_stage, "image"),
     Stage("assemble", assemble.DESCRIPTION, assemble.run_stage, "image"),

@@ -21,9 +21,11 @@ from pathlib import Path
 
 from builder import defaults
 from builder.verify import procs
+from builder.verify.conductor import Conductor
 from builder.verify.configdrive import meta_data, trove_user_data, write_config_drive
 from builder.verify.console import ConsoleWatcher
 from builder.verify.controller import GUEST_CONTROLLER_ADDR, ControllerError, FakeController
+from builder.verify.prepare import PrepareRequest, run_prepare
 from builder.verify.qemu import GiB, VMConfig, VMError, boot_vm, image_info
 from builder.verify.rabbitmq import rabbitmq_broker
 from builder.verify.rpc import FS_STATS_KEYS, FS_STATS_LATER_KEYS, GuestClient
@@ -88,6 +90,7 @@ class BootTestResult:
     console_log: str | None = None
     serial_tail: list[str] = field(default_factory=list)
     qemu_command: list[str] = field(default_factory=list)
+    prepare: dict | None = None  # --prepare: builder.verify.prepare.PrepareResult as a dict
 
     def check(self, name: str, ok: bool, detail: str = "", required: bool = True) -> bool:
         self.checks.append(Check(name, bool(ok), detail, required))
@@ -132,6 +135,8 @@ def render_result_table(result: BootTestResult) -> str:
         ("network stacks", ", ".join(result.network_stacks) or "-"),
         ("ssh host keys", ", ".join(result.host_key_types) or "-"),
     ]
+    if result.prepare is not None:
+        rows += prepare_rows(result.prepare)
     if result.console_log:
         rows.append(("console log", result.console_log))
     width = max(len(k) for k, _ in rows)
@@ -231,6 +236,7 @@ def run_boot_test(
     agent_extra_sections: dict | None = None,
     guest_report: bool = False,
     progress: Callable[[str], None] | None = None,
+    prepare: PrepareRequest | None = None,
 ) -> BootTestResult:
     """Boot `image` and check it serves Trove's RPC; never raises for a failing image.
 
@@ -245,6 +251,9 @@ def run_boot_test(
     booted, and the test waits up to a minute for it after the checks. Errors in the harness itself
     (no QEMU, no broker) are raised as
     BuilderError subclasses; everything about the guest lands in the result.
+
+    `prepare`: after the RPC checks, cast `prepare` and require the database to answer SELECT 1
+    (builder.verify.prepare).
     """
     say = progress or (lambda _msg: None)
     t_start = time.monotonic()
@@ -275,6 +284,10 @@ def run_boot_test(
             guestfwds.append(controller.guestfwd())
             say(f"fake controller serving {controller.source} as {controller_user}@{GUEST_CONTROLLER_ADDR}:"
                 f"{controller.path}")
+        conductor = None
+        if prepare is not None:
+            conductor = stack.enter_context(Conductor(broker.transport_url(), guest_id))
+            agent_extra_sections = {**(agent_extra_sections or {}), **prepare.agent_sections(datastore)}
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="trove-boot-test-")))
         user_data = trove_user_data(
             guest_id=guest_id, transport_url=broker.guest_transport_url, datastore_manager=datastore,
@@ -290,7 +303,7 @@ def run_boot_test(
             say(f"could not pre-create the agent's queue ({exc}); relying on retries")
         vm = stack.enter_context(boot_vm(
             VMConfig(image=image, config_drive=drive, data_disk_gb=data_disk_gb, firmware=firmware,
-                     accel=accel, guestfwds=guestfwds),
+                     accel=accel, guestfwds=guestfwds, hostfwds=[prepare.hostfwd()] if prepare else []),
             serial_log=Path(console_log) if console_log else None))
         result.accel, result.accel_reason, result.qemu_command = vm.accel, vm.accel_reason, vm.command
         say(f"QEMU started ({vm.accel}: {vm.accel_reason}; firmware {firmware})")
@@ -303,6 +316,8 @@ def run_boot_test(
                          controller, say)
             if guest_report and result.timings["first_rpc_ping"] is not None:
                 _wait_for_report(vm, min(60.0, max(0.0, deadline - time.monotonic())))
+            if prepare is not None and not result.reason:
+                _prepare_guest(result, client, conductor, prepare, vm, watcher, deadline, tenant_id, say)
         finally:
             watcher.check()
             _record_timeline(result, watcher, vm, broker_watch)
@@ -403,3 +418,30 @@ def _drive_guest(result: BootTestResult, client: GuestClient, vm, watcher: Conso
         failed = [c for c in result.checks if not c.ok and c.required]
         if failed:
             result.fail(f"{failed[0].name}: {failed[0].detail}")
+
+
+def _prepare_guest(result: BootTestResult, client: GuestClient, conductor, request: PrepareRequest, vm,
+                   watcher: ConsoleWatcher, deadline: float, tenant_id: str, say) -> None:
+    def abort() -> str | None:
+        return (f"the guest console shows {watcher.fatal_seen}" if watcher.fatal_seen else vm.exit_reason())
+
+    outcome = run_prepare(client, conductor, request, manager=result.datastore, version=result.datastore_version,
+                          tenant_id=tenant_id, t0=vm.t0, deadline=deadline, abort=abort, say=say)
+    result.prepare = asdict(outcome)
+    history = " -> ".join(status for _, status in outcome.status_history) or "no status reports"
+    result.check("prepare: datastore healthy", outcome.healthy is not None,
+                 f"at {outcome.healthy} s ({history})" if outcome.healthy is not None else history)
+    result.check("prepare: SELECT 1 from the host", outcome.passed,
+                 f"at {outcome.select_1} s via 127.0.0.1:{outcome.host_port} ({outcome.server_version})"
+                 if outcome.passed else outcome.reason)
+    if not outcome.passed:
+        result.fail(outcome.reason)
+
+
+def prepare_rows(prepare: dict) -> list[tuple[str, str]]:
+    history = ", ".join(f"{status} {at:.1f} s" for at, status in prepare.get("status_history", []))
+    return [("prepare sent", _fmt_seconds(prepare.get("prepare_sent"))),
+            ("prepare done", _fmt_seconds(prepare.get("prepare_done"))),
+            ("healthy", _fmt_seconds(prepare.get("healthy"))),
+            ("SELECT 1", _fmt_seconds(prepare.get("select_1"))),
+            ("status history", history or "-")]

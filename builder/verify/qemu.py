@@ -59,6 +59,17 @@ class GuestFwd:
 
 
 @dataclass
+class HostFwd:
+    """A host loopback TCP port QEMU forwards to a guest port (user networking's hostfwd)."""
+
+    host_port: int
+    guest_port: int
+
+    def option(self) -> str:
+        return f"hostfwd=tcp:127.0.0.1:{self.host_port}-:{self.guest_port}"
+
+
+@dataclass
 class VMConfig:
     """What to boot and how. data_disk_gb=None boots without the second disk (negative test).
 
@@ -81,6 +92,7 @@ class VMConfig:
     machine: str = "pc"
     cdrom: str = "auto"
     guestfwds: list[GuestFwd] = field(default_factory=list)
+    hostfwds: list[HostFwd] = field(default_factory=list)
     extra_args: list[str] = field(default_factory=list)
 
 
@@ -150,7 +162,8 @@ def qemu_command(cfg: VMConfig, *, accel: str, root_disk: Path, serial_log: Path
             argv += ["-device", "virtio-scsi-pci,id=scsi0,addr=0x7", "-device", "scsi-cd,drive=cd0,bus=scsi0.0"]
         else:
             argv += ["-device", f"ide-cd,drive=cd0,bus={MACHINES[cfg.machine]},unit=0"]
-    netdev = "user,id=n0" + "".join("," + fwd.option() for fwd in cfg.guestfwds)
+    forwards: list[GuestFwd | HostFwd] = [*cfg.guestfwds, *cfg.hostfwds]
+    netdev = "user,id=n0" + "".join("," + fwd.option() for fwd in forwards)
     argv += ["-netdev", netdev, "-device", "virtio-net-pci,netdev=n0,addr=0x3",
              "-device", "virtio-rng-pci,addr=0x6"]
     argv += list(cfg.extra_args)

@@ -7,6 +7,7 @@ import tarfile
 import pytest
 
 from builder.verify import run_boot_test
+from builder.verify.prepare import PrepareRequest
 
 pytestmark = pytest.mark.slow
 
@@ -17,6 +18,10 @@ def explain(result) -> str:
 
 def assert_serves_trove(result, data_disk_gb=2):
     assert result.passed, explain(result)
+    assert_answers_rpc(result)
+
+
+def assert_answers_rpc(result):
     checks = {c.name: c for c in result.checks}
     assert checks["rpc_ping"].ok and checks["login prompt"].ok
     assert checks["cloud-init from config drive"].ok
@@ -24,19 +29,56 @@ def assert_serves_trove(result, data_disk_gb=2):
     assert 1.5 < result.fs_stats["total"] < 2.5, result.fs_stats  # the 2 GiB data disk, not the 5 GiB root
 
 
+def assert_production_boot(result, firmware):
+    assert result.firmware == firmware
+    modules = next(c for c in result.checks if c.name == "cloud-init modules")
+    assert modules.ok, modules.detail  # e.g. the locale module failing on an ungenerated locale
+
+
 # Both firmwares on the Debian image; one each on the Ubuntu ones (noble: zstd qcow2, bionic: zlib),
 # so that every firmware, compression and guest family boots while the suite stays under 45 minutes.
+# bookworm/bios and noble/uefi boot in the two prepare tests below (same boots, prepare added).
 @pytest.mark.parametrize("os_name,release,firmware", [
-    ("debian", "bookworm", "bios"), ("debian", "bookworm", "uefi"),
-    ("ubuntu", "noble", "uefi"), ("ubuntu", "bionic", "bios"),
+    ("debian", "bookworm", "uefi"), ("ubuntu", "bionic", "bios"),
 ])
 def test_production_image_boots_and_serves_rpc(images, os_name, release, firmware, tmp_path):
     image = images.get(os_name, release)
     result = run_boot_test(image, firmware=firmware, console_log=tmp_path / "console.log")
     assert_serves_trove(result)
-    assert result.firmware == firmware
-    modules = next(c for c in result.checks if c.name == "cloud-init modules")
-    assert modules.ok, modules.detail  # e.g. the locale module failing on an ungenerated locale
+    assert_production_boot(result, firmware)
+
+
+def test_preloaded_datastore_image_runs_a_database_that_answers_select_1(images, datastore_archive, tmp_path):
+    """bookworm/bios production with `make datastore-image`'s archive preloaded: rpc_ping, then prepare
+    as the taskmanager casts it, the agent's 'healthy' on the conductor topic, SELECT 1 from the host."""
+    image = images.get("debian", "bookworm", False, "--preload-image", str(datastore_archive.path))
+    # docker load of the 228 MiB archive runs before the agent starts: ~13 min of TCG at load 12 here
+    result = run_boot_test(image, firmware="bios", datastore_version=datastore_archive.tag, timeout=2700,
+                           prepare=PrepareRequest(docker_image=datastore_archive.name),
+                           console_log=tmp_path / "console.log")
+    assert_serves_trove(result)
+    assert_production_boot(result, "bios")
+    prepare = result.prepare
+    assert prepare["select_1"] is not None and "MariaDB" in prepare["server_version"], prepare
+    statuses = [status for _, status in prepare["status_history"]]
+    assert statuses[-1] == "healthy" and "failed" not in statuses, statuses
+    assert prepare["prepare_sent"] < prepare["healthy"] <= prepare["select_1"], prepare
+
+
+def test_image_without_the_datastore_image_fails_prepare_with_the_reason(images, datastore_archive, tmp_path):
+    """noble/uefi production, nothing preloaded, no registry: the guest boots and answers rpc_ping, then
+    prepare fails with docker's reason (the image cannot be pulled), reported by the agent, not a timeout."""
+    image = images.get("ubuntu", "noble")
+    result = run_boot_test(image, firmware="uefi", datastore_version=datastore_archive.tag, timeout=1200,
+                           prepare=PrepareRequest(docker_image=datastore_archive.name),
+                           console_log=tmp_path / "console.log")
+    assert not result.passed
+    assert_answers_rpc(result)
+    assert_production_boot(result, "uefi")
+    failed = [c.name for c in result.checks if not c.ok and c.required]
+    assert failed == ["prepare: datastore healthy", "prepare: SELECT 1 from the host"], explain(result)
+    assert result.reason.startswith("prepare failed in the guest"), result.reason
+    assert datastore_archive.name in result.reason, result.reason
 
 
 @pytest.fixture(scope="session")
