@@ -20,7 +20,7 @@ from builder.image import qemu_img
 DEVIATIONS = [
     "no unauthenticated apt configuration; Docker's repository (if used) has a signed-by keyring",
     "guest user password locked; keypair access only",
-    "guest-agent.service ordered after cloud-config.service and docker.service, "
+    "guest-agent.service ordered after cloud-init.service (its write_files) and docker.service, "
     "ConditionPathExists=/etc/trove/conf.d/guest_info.conf, RestartSec=5",
     "no private key in production images; dev images carry only an operator-supplied key",
     "trove-image-loader and fix-default-route only in dev images; image pulls are best effort",

@@ -30,7 +30,7 @@ def test_production_agent_unit(tmp_path):
     text = render.render("guest-agent.service", context(tmp_path).template_context())
     assert "ExecStart=/usr/local/bin/guest-agent --config-dir=/etc/trove/conf.d" in text
     assert "Restart=always" in text and "KillMode=mixed" in text and "User=ubuntu" in text
-    assert "After=network.target syslog.service cloud-config.service docker.service" in text
+    assert "After=network.target syslog.service cloud-init.service docker.service" in text
     assert "ConditionPathExists=/etc/trove/conf.d/guest_info.conf" in text
     assert "Plugin.Activate" in text
     assert "rsync" not in text and "controller.conf" not in text

@@ -129,3 +129,63 @@ def test_broker_connection_read_from_proc(tmp_path):
             accepted, _ = server.accept()
             with accepted:
                 assert timeline.qemu_connected_to(os.getpid(), port)
+
+
+# Real lines of the e2e production boot of bookworm under SeaBIOS (graphics=off: GRUB's greeting
+# reaches the serial console too), cleaned as the console watcher cleans them.
+SEABIOS_BOOKWORM = """\
+Welcome to GRUB!
+
+[    0.000000] Linux version 6.1.0-41-cloud-amd64 (debian-kernel@lists.debian.org)
+Welcome to Debian GNU/Linux 12 (bookworm)!
+"""
+
+
+def test_grub_greeting_is_not_systemd_starting():
+    found = timeline.first_seen(SEABIOS_BOOKWORM, timeline.CONSOLE_MILESTONES["systemd"][1])
+    assert found and found.group(0) == "Welcome to Debian GNU/Linux 12 (bookworm)!"
+    assert timeline.first_seen("Welcome to GRUB!\n", timeline.CONSOLE_MILESTONES["systemd"][1]) is None
+
+
+# The end of the real console of the broken-agent e2e boot (bookworm): after the getty owns the
+# console systemd prints no unit status at all, so neither docker's nor the agent's start (nor the
+# agent's failures) appear without the boot test's unit watch.
+AFTER_GETTY = """\
+[  OK  ] Started ssh.service - OpenBSD Secure Shell server.
+
+Debian GNU/Linux 12 trove-boot-test-cb3e1a86 ttyS0
+
+trove-boot-test-cb3e1a86 login: [  172.317087] cloud-init[594]: Cloud-init v. 22.4.2 running 'modules:config' at Tue, 01 Dec 2026 01:24:37 +0000. Up 170.14 seconds.
+[  175.073425] audit: type=1400 audit(1796088282.425:10): apparmor="STATUS" operation="profile_load" profile="unconfined" name="docker-default" pid=598 comm="apparmor_parser"
+[  185.370968] Initializing XFRM netlink socket
+[  207.370914] cloud-init[752]: Cloud-init v. 22.4.2 running 'modules:final' at Tue, 01 Dec 2026 01:25:13 +0000. Up 205.69 seconds.
+[  212.799375] cloud-init[752]: Cloud-init v. 22.4.2 finished at Tue, 01 Dec 2026 01:25:19 +0000. Datasource DataSourceConfigDrive [net,ver=2][source=/dev/sr0].  Up 212.60 seconds
+"""
+
+
+def test_units_started_after_the_getty_are_read_from_the_watch_lines():
+    assert not {"docker", "agent_unit"} & seen(AFTER_GETTY)
+    assert timeline.agent_unit_failure(AFTER_GETTY) is None
+    assert {"docker", "agent_unit"} <= seen(AFTER_GETTY + WATCH_NOBLE)
+
+
+def test_unit_watch_is_cloud_config_merged_with_the_report():
+    extra = timeline.merge_cloud_configs({"bootcmd": [["true"]], "runcmd": [["x"]]},
+                                         timeline.unit_watch_cloud_config(), timeline.guest_report_cloud_config())
+    doc = yaml.safe_load(cloud_config_user_data([("/etc/x", "y")], owner="ubuntu:root", extra=extra))
+    units = [command[2] for command in doc["bootcmd"][1:]]
+    assert doc["bootcmd"][0] == ["true"] and doc["runcmd"] == [["x"]]
+    assert units == ["--unit=trove-boot-watch", "--unit=trove-boot-report"]
+    script = doc["bootcmd"][1][-1]
+    assert "_PID=1 UNIT=docker.service + _PID=1 UNIT=guest-agent.service" in script
+    assert timeline.WATCH_TAG in script and "{" not in script
+
+
+def test_an_agent_that_keeps_failing_is_named_with_its_exit():
+    assert timeline.agent_unit_failure(WATCH_AGENT_FAILING) is None  # two failures: maybe a slow start
+    third = WATCH_AGENT_FAILING + "\n".join(WATCH_AGENT_FAILING.splitlines()[-3:]) + "\n"
+    assert timeline.agent_unit_failure(third) == (
+        "guest-agent.service failed 3 times at boot (Main process exited, code=exited, status=203/EXEC)")
+    # systemd's status line for the unit ("[FAILED] Failed to start ...") is not the watch's
+    assert timeline.agent_unit_failure(
+        "[FAILED] Failed to start guest-agent.service - OpenStack Trove Guest Agent.\n" * 3) is None
