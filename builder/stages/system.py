@@ -83,7 +83,7 @@ _ATTACHMENT = re.compile(r'^\s*(?:profile\s+(?:"[^"]*"|\S+)\s+)?("/[^"]+"|/\S+)\
 
 def _alternatives(pattern: str) -> list[str]:
     """The paths an AppArmor `{a,b}` alternation names (nested ones too)."""
-    depth, start = 0, None
+    depth, start = 0, 0
     for i, c in enumerate(pattern):
         if c == "{":
             depth, start = depth + 1, (i if depth == 0 else start)

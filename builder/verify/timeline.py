@@ -67,8 +67,8 @@ AGENT_UNIT = "guest-agent.service"
 AGENT_FAILURES_FATAL = 3
 _AGENT_FAILED = re.compile(rf"^{re.escape(WATCH_TAG)} {re.escape(AGENT_UNIT)}: Failed with result '([^']+)'",
                            re.MULTILINE)
-_AGENT_EXITED = re.compile(rf"^{re.escape(WATCH_TAG)} {re.escape(AGENT_UNIT)}: ((?:Main|Control) process exited.*?)\.?$",
-                           re.MULTILINE)
+_AGENT_EXITED = re.compile(
+    rf"^{re.escape(WATCH_TAG)} {re.escape(AGENT_UNIT)}: ((?:Main|Control) process exited.*?)\.?$", re.MULTILINE)
 # Runs in the guest as a transient unit started by cloud-init's bootcmd (before the units start):
 # systemd's (PID 1) own messages about the watched units, from this boot, to the console.
 _WATCH_SCRIPT = (
