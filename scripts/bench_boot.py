@@ -119,6 +119,12 @@ def write_report(data: dict, out_dir: Path) -> None:
             ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"
             paired = "-" if row["paired_ratio"] is None else f"{row['paired_ratio']:.2f}x"
             lines.append(f"| {name} | {fmt(row['before'])} | {fmt(row['after'])} | {ratio} | {paired} | {ok} |")
+        for side in ("before", "after"):
+            seen = {(", ".join(r["network_stacks"]) or "-", ", ".join(r["host_key_types"]) or "-")
+                    for r in data["runs"] if r["release"] == release and r["side"] == side}
+            if seen:
+                lines.append(f"\n{side}: network stacks started / ssh host key types: "
+                             + "; ".join(f"{stacks} / {keys}" for stacks, keys in sorted(seen)))
         failed = [r for r in data["runs"] if r["release"] == release and not r["passed"]]
         if failed:
             lines += ["", "Failed boots (only the milestones they reached count): "

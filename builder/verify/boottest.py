@@ -33,14 +33,17 @@ from builder.verify.timeline import (
     CONSOLE_MILESTONES,
     BrokerConnectionWatch,
     Event,
+    agent_unit_failure,
     build_timeline,
     events_as_dicts,
     guest_report_cloud_config,
     host_key_types,
+    merge_cloud_configs,
     network_stacks,
     parse_guest_report,
     render_timeline,
     report_finished,
+    unit_watch_cloud_config,
 )
 
 DEFAULT_TIMEOUT = 900.0      # TCG boots are slow: the first rpc_ping may come 2-5 min after start
@@ -294,7 +297,8 @@ def run_boot_test(
             datastore_version=datastore_version, tenant_id=tenant_id, guest_user=guest_user,
             controller=GUEST_CONTROLLER_ADDR if dev_mode else None,
             agent_extra_sections=agent_extra_sections,
-            extra_cloud_config={**(extra_cloud_config or {}), **(guest_report_cloud_config() if guest_report else {})})
+            extra_cloud_config=merge_cloud_configs(extra_cloud_config or {}, unit_watch_cloud_config(),
+                                                   guest_report_cloud_config() if guest_report else {}))
         drive = write_config_drive(tmp / "config-drive.iso", meta=meta_data(guest_id), user_data=user_data)
         client = stack.enter_context(GuestClient(broker.transport_url(), guest_id))
         try:
@@ -361,7 +365,7 @@ def _drive_guest(result: BootTestResult, client: GuestClient, vm, watcher: Conso
             return exit_reason
         if "kernel" not in watcher.seen and vm.elapsed() > KERNEL_WATCHDOG:
             return "no kernel output"
-        return None
+        return agent_unit_failure(vm.console.text())
 
     def remaining() -> float:
         return max(0.0, deadline - time.monotonic())
@@ -375,7 +379,9 @@ def _drive_guest(result: BootTestResult, client: GuestClient, vm, watcher: Conso
     if outcome.ok:
         result.timings["first_rpc_ping"] = round(outcome.answered_at - vm.t0, 1)
         say(f"rpc_ping answered {result.timings['first_rpc_ping']} s after QEMU started")
-        # The console markers usually precede the agent; give them a little longer if not.
+    if outcome.ok or agent_unit_failure(vm.console.text()):
+        # The console markers usually precede the agent; give them a little longer if not (an
+        # agent that failed at once may still be followed by cloud-init's end).
         for name in ("login_prompt", "cloud_init_done"):
             if name not in watcher.seen:
                 seen = watcher.wait_for(name, min(remaining(), 120), abort=lambda: vm.exit_reason())

@@ -2,7 +2,11 @@
 
 Three sources, each used where it is the one that can tell:
 - the serial console (kernel, initrd, systemd's targets and units, each cloud-init stage), timed by
-  when the line appeared on the host, so every image is measured the same way whatever it ships;
+  when the line appeared on the host, so every image is measured the same way whatever it ships.
+  systemd stops printing unit status once a getty owns the console, and docker and the agent
+  start after the login prompt: the boot test's user data therefore always starts a journal
+  follower (`unit_watch_cloud_config`) that copies systemd's own messages about those two units
+  to the console, tagged; the same lines tell when the agent unit fails;
 - the host (QEMU's first TCP connection to the broker, the first rpc_ping answer);
 - optionally the guest itself (`guest_report_cloud_config`): a config-drive toggle that makes any
   image print `systemd-analyze`, its critical chain, `blame` and per-unit activation times to the
@@ -25,7 +29,8 @@ from builder.verify.console import CLOUD_INIT_DONE, KERNEL_STARTED, LOGIN_PROMPT
 CONSOLE_MILESTONES: dict[str, tuple[str, str]] = {
     "kernel": ("kernel started", KERNEL_STARTED),
     "initrd": ("initramfs started", r"Run /init as init process|Loading, please wait\.\.\."),
-    "systemd": ("systemd started on the root fs", r"^Welcome to .*!"),
+    # Not GRUB's "Welcome to GRUB!" (SeaBIOS with graphics=off copies it to the serial console).
+    "systemd": ("systemd started on the root fs", r"^Welcome to (?!GRUB!).*!"),
     "local_fs": ("local-fs.target", r"Reached target (?:local-fs\.target - )?Local File Systems\b"),
     "sysinit": ("sysinit.target", r"Reached target (?:sysinit\.target - )?System Initialization\b"),
     "cloud_init_local": ("cloud-init init-local", r"Cloud-init v\. \S+ running 'init-local'"),
@@ -53,6 +58,24 @@ NETWORK_STACKS: dict[str, str] = {
 # cloud-init's keys_to_console block: "256 SHA256:... root@host (ED25519)".
 HOST_KEY_LINE = r"\b\d+ (?:SHA256|MD5):\S+ .*\((RSA|DSA|ECDSA|ED25519)\)\s*$"
 HOST_KEYS_BLOCK = r"-----BEGIN SSH HOST KEY FINGERPRINTS-----(.*?)-----END SSH HOST KEY FINGERPRINTS-----"
+
+WATCH_TAG = "trove-boot-watch:"
+WATCHED_UNITS = ("docker.service", "guest-agent.service")
+AGENT_UNIT = "guest-agent.service"
+# The agent unit restarts forever (Restart=always): its process ending this many times in one boot
+# is not a slow start but an agent that cannot start.
+AGENT_FAILURES_FATAL = 3
+# The agent's own process ended, as systemd reports it: "guest-agent.service: Main process exited,
+# code=exited, status=203/EXEC". Only these count: a start-pre step that timed out (waiting for a
+# docker that is still starting on a slow machine) heals by itself on a later restart.
+_AGENT_EXITED = re.compile(
+    rf"^{re.escape(WATCH_TAG)} {re.escape(AGENT_UNIT)}: (Main process exited.*?)\.?$", re.MULTILINE)
+# Runs in the guest as a transient unit started by cloud-init's bootcmd (before the units start):
+# systemd's (PID 1) own messages about the watched units, from this boot, to the console.
+_WATCH_SCRIPT = (
+    "exec >/dev/console 2>&1; "
+    "journalctl -b -f -n all -o cat {matches} | sed -u 's/^/{tag} /'"
+)
 
 REPORT_TAG = "trove-boot-report:"
 REPORT_END = f"{REPORT_TAG} end"
@@ -92,6 +115,32 @@ def guest_report_cloud_config() -> dict:
     # description on the console.
     return {"bootcmd": [["systemd-run", "--no-block", "--unit=trove-boot-report",
                          "--description=Trove boot report", "/bin/sh", "-c", script]]}
+
+
+def unit_watch_cloud_config() -> dict:
+    """Cloud-config (part of every boot test's user data) that copies systemd's messages about
+    docker and the agent unit to the console: "Started ...", "Failed with result ..."."""
+    matches = " + ".join(f"_PID=1 UNIT={unit}" for unit in WATCHED_UNITS)
+    script = _WATCH_SCRIPT.replace("{matches}", matches).replace("{tag}", WATCH_TAG)
+    return {"bootcmd": [["systemd-run", "--no-block", "--unit=trove-boot-watch",
+                         "--description=Trove boot test unit watch", "/bin/sh", "-c", script]]}
+
+
+def merge_cloud_configs(*configs: dict) -> dict:
+    """One cloud-config from several: bootcmd lists are joined, other keys set by the later one."""
+    merged: dict = {}
+    for config in configs:
+        for key, value in config.items():
+            merged[key] = [*merged.get(key, []), *value] if key == "bootcmd" else value
+    return merged
+
+
+def agent_unit_failure(console_text: str) -> str | None:
+    """Why the agent cannot start, once its process has ended AGENT_FAILURES_FATAL times (else None)."""
+    exits = _AGENT_EXITED.findall(console_text)
+    if len(exits) < AGENT_FAILURES_FATAL:
+        return None
+    return f"{AGENT_UNIT} failed {len(exits)} times at boot ({exits[-1]})"
 
 
 @dataclass

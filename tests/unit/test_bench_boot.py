@@ -12,8 +12,10 @@ spec.loader.exec_module(bench_boot)
 def run(rnd, side, ping, passed=True):
     milestones = {name: None for name in bench_boot.MILESTONES}
     milestones["first_rpc_ping"] = ping
+    stacks, keys = (["ifupdown", "systemd-networkd"], ["ecdsa", "ed25519", "rsa"]) if side == "before" else \
+        (["systemd-networkd"], ["ed25519"])
     return {"round": rnd, "release": "noble", "side": side, "passed": passed, "reason": "",
-            "milestones": milestones}
+            "milestones": milestones, "network_stacks": stacks, "host_key_types": keys}
 
 
 def test_medians_spread_and_ratios(tmp_path):
@@ -31,3 +33,6 @@ def test_medians_spread_and_ratios(tmp_path):
     table = (tmp_path / "boot-results.md").read_text()
     assert "| first_rpc_ping | 200.0 (180.0-220.0) | 100.0 (90.0-110.0) | 0.50x |" in table
     assert "≤ 0.5 met" in table and "Failed boots" in table
+    assert ("before: network stacks started / ssh host key types: ifupdown, systemd-networkd / "
+            "ecdsa, ed25519, rsa") in table
+    assert "after: network stacks started / ssh host key types: systemd-networkd / ed25519" in table

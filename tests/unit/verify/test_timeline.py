@@ -129,3 +129,90 @@ def test_broker_connection_read_from_proc(tmp_path):
             accepted, _ = server.accept()
             with accepted:
                 assert timeline.qemu_connected_to(os.getpid(), port)
+
+
+# Real lines of the e2e production boot of bookworm under SeaBIOS (graphics=off: GRUB's greeting
+# reaches the serial console too), cleaned as the console watcher cleans them.
+SEABIOS_BOOKWORM = """\
+Welcome to GRUB!
+
+[    0.000000] Linux version 6.1.0-41-cloud-amd64 (debian-kernel@lists.debian.org)
+Welcome to Debian GNU/Linux 12 (bookworm)!
+"""
+
+
+def test_grub_greeting_is_not_systemd_starting():
+    found = timeline.first_seen(SEABIOS_BOOKWORM, timeline.CONSOLE_MILESTONES["systemd"][1])
+    assert found and found.group(0) == "Welcome to Debian GNU/Linux 12 (bookworm)!"
+    assert timeline.first_seen("Welcome to GRUB!\n", timeline.CONSOLE_MILESTONES["systemd"][1]) is None
+
+
+# The end of the real console of the broken-agent e2e boot (bookworm): after the getty owns the
+# console systemd prints no unit status at all, so neither docker's nor the agent's start (nor the
+# agent's failures) appear without the boot test's unit watch.
+AFTER_GETTY = """\
+[  OK  ] Started ssh.service - OpenBSD Secure Shell server.
+
+Debian GNU/Linux 12 trove-boot-test-cb3e1a86 ttyS0
+
+trove-boot-test-cb3e1a86 login: [  172.317087] cloud-init[594]: Cloud-init v. 22.4.2 running 'modules:config' at Tue, 01 Dec 2026 01:24:37 +0000. Up 170.14 seconds.
+[  175.073425] audit: type=1400 audit(1796088282.425:10): apparmor="STATUS" operation="profile_load" profile="unconfined" name="docker-default" pid=598 comm="apparmor_parser"
+[  185.370968] Initializing XFRM netlink socket
+[  207.370914] cloud-init[752]: Cloud-init v. 22.4.2 running 'modules:final' at Tue, 01 Dec 2026 01:25:13 +0000. Up 205.69 seconds.
+[  212.799375] cloud-init[752]: Cloud-init v. 22.4.2 finished at Tue, 01 Dec 2026 01:25:19 +0000. Datasource DataSourceConfigDrive [net,ver=2][source=/dev/sr0].  Up 212.60 seconds
+"""
+
+
+# The unit watch's lines of a real noble boot (systemd 255) on a machine at load 12: docker's first
+# start failed, and the agent's start-pre step (the docker-hostnic plugin call) timed out waiting.
+WATCH_NOBLE_SLOW = """\
+trove-boot-watch: Starting docker.service - Docker Application Container Engine...
+trove-boot-watch: docker.service: Main process exited, code=exited, status=1/FAILURE
+trove-boot-watch: docker.service: Failed with result 'exit-code'.
+trove-boot-watch: Failed to start docker.service - Docker Application Container Engine.
+trove-boot-watch: docker.service: Consumed 1min 7.069s CPU time.
+trove-boot-watch: Starting guest-agent.service - OpenStack Trove Guest Agent...
+trove-boot-watch: docker.service: Scheduled restart job, restart counter is at 1.
+trove-boot-watch: Starting docker.service - Docker Application Container Engine...
+trove-boot-watch: guest-agent.service: start-pre operation timed out. Terminating.
+trove-boot-watch: guest-agent.service: Control process exited, code=killed, status=15/TERM
+trove-boot-watch: guest-agent.service: Failed with result 'timeout'.
+trove-boot-watch: Failed to start guest-agent.service - OpenStack Trove Guest Agent.
+trove-boot-watch: guest-agent.service: Consumed 11.178s CPU time.
+trove-boot-watch: guest-agent.service: Scheduled restart job, restart counter is at 1.
+"""
+# What the watch prints once they do start (systemd's "Started <unit> - <description>." message).
+WATCH_STARTED = """\
+trove-boot-watch: Started docker.service - Docker Application Container Engine.
+trove-boot-watch: Started guest-agent.service - OpenStack Trove Guest Agent.
+"""
+
+
+def test_units_started_after_the_getty_are_read_from_the_watch_lines():
+    assert not {"docker", "agent_unit"} & seen(AFTER_GETTY)
+    assert not {"docker", "agent_unit"} & seen(AFTER_GETTY + WATCH_NOBLE_SLOW)  # starting is not started
+    assert {"docker", "agent_unit"} <= seen(AFTER_GETTY + WATCH_NOBLE_SLOW + WATCH_STARTED)
+
+
+def test_unit_watch_is_cloud_config_merged_with_the_report():
+    extra = timeline.merge_cloud_configs({"bootcmd": [["true"]], "runcmd": [["x"]]},
+                                         timeline.unit_watch_cloud_config(), timeline.guest_report_cloud_config())
+    doc = yaml.safe_load(cloud_config_user_data([("/etc/x", "y")], owner="ubuntu:root", extra=extra))
+    units = [command[2] for command in doc["bootcmd"][1:]]
+    assert doc["bootcmd"][0] == ["true"] and doc["runcmd"] == [["x"]]
+    assert units == ["--unit=trove-boot-watch", "--unit=trove-boot-report"]
+    script = doc["bootcmd"][1][-1]
+    assert "_PID=1 UNIT=docker.service + _PID=1 UNIT=guest-agent.service" in script
+    assert timeline.WATCH_TAG in script and "{" not in script
+
+
+def test_an_agent_that_keeps_failing_is_named_with_its_exit():
+    # A start-pre step timing out while docker is slow heals on a later restart: never fatal.
+    assert timeline.agent_unit_failure(WATCH_NOBLE_SLOW * 5) is None
+    # The agent's own process ending (same systemd message as docker's above): fatal the third time.
+    exited = "trove-boot-watch: guest-agent.service: Main process exited, code=exited, status=203/EXEC\n"
+    assert timeline.agent_unit_failure(WATCH_NOBLE_SLOW + exited * 2) is None
+    assert timeline.agent_unit_failure(WATCH_NOBLE_SLOW + exited * 3) == (
+        "guest-agent.service failed 3 times at boot (Main process exited, code=exited, status=203/EXEC)")
+    # systemd's status line on the console without the watch's tag is not counted
+    assert timeline.agent_unit_failure(exited.replace("trove-boot-watch: ", "") * 3) is None
