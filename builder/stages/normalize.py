@@ -10,6 +10,7 @@ from pathlib import Path
 
 from builder.context import BuildContext
 from builder.errors import BuilderError
+from builder.guest.chroot import API_MOUNT_POINTS
 from builder.guest.initramfs import InitramfsError, repack_file
 from builder.guest.pyc import recompile_packaged
 from builder.guest.render import install_stage_files
@@ -127,3 +128,6 @@ def run_stage(ctx: BuildContext) -> None:
         ctx.log.write(f"normalize: {recompile_packaged(ctx)} packaged .pyc written again with a fixed hash seed\n")
     # dpkg's database in its canonical form is left as is; only times are clamped.
     clamp_times(root, ctx.spec.source_date_epoch)
+    for point in API_MOUNT_POINTS:
+        if (root / point).is_dir():
+            os.utime(root / point, (ctx.spec.source_date_epoch,) * 2)
