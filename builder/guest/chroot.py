@@ -43,6 +43,12 @@ def unmount_all(root: Path) -> None:
             subprocess.call(["umount", "-l", point], stderr=subprocess.DEVNULL)
 
 
+# Where a build mounts the kernel's filesystems in the root. Whether the engine leaves a trace in their
+# mtime differs (bionic: /proc bumped under Docker, left at the package's date under Podman), so
+# normalize sets their times instead of clamping them.
+API_MOUNT_POINTS = ("proc", "sys", "dev", "dev/pts")
+
+
 class Chroot:
     """Runs commands inside `root` with /proc, /sys, /dev and caches mounted."""
 
@@ -78,7 +84,7 @@ class Chroot:
         resolv = self.path("/etc/resolv.conf")
         saved_resolv = None
         try:
-            api_filesystems: tuple[tuple[str, str, list[str]], ...] = (
+            api_filesystems: tuple[tuple[str, str, list[str]], ...] = (  # see API_MOUNT_POINTS
                 ("proc", "/proc", []),
                 ("sysfs", "/sys", []),
             )

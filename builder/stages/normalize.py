@@ -10,6 +10,7 @@ from pathlib import Path
 
 from builder.context import BuildContext
 from builder.errors import BuilderError
+from builder.guest.chroot import API_MOUNT_POINTS
 from builder.guest.initramfs import InitramfsError, repack_file
 from builder.guest.pyc import recompile_packaged
 from builder.guest.render import install_stage_files
@@ -139,3 +140,6 @@ def run_stage(ctx: BuildContext) -> None:
     mark_updated(root, ctx.spec.source_date_epoch)
     # dpkg's database in its canonical form is left as is; only times are clamped.
     clamp_times(root, ctx.spec.source_date_epoch)
+    for point in API_MOUNT_POINTS:
+        if (root / point).is_dir():
+            os.utime(root / point, (ctx.spec.source_date_epoch,) * 2)
