@@ -181,9 +181,18 @@ trove-boot-watch: Failed to start guest-agent.service - OpenStack Trove Guest Ag
 trove-boot-watch: guest-agent.service: Consumed 11.178s CPU time.
 trove-boot-watch: guest-agent.service: Scheduled restart job, restart counter is at 1.
 """
-# What the watch prints once they do start (systemd's "Started <unit> - <description>." message).
+# The watch's lines once they did start (the same image's next boot on that machine).
 WATCH_STARTED = """\
+trove-boot-watch: Starting docker.service - Docker Application Container Engine...
 trove-boot-watch: Started docker.service - Docker Application Container Engine.
+trove-boot-watch: Starting guest-agent.service - OpenStack Trove Guest Agent...
+trove-boot-watch: guest-agent.service: start-pre operation timed out. Terminating.
+trove-boot-watch: guest-agent.service: Control process exited, code=killed, status=15/TERM
+trove-boot-watch: guest-agent.service: Failed with result 'timeout'.
+trove-boot-watch: Failed to start guest-agent.service - OpenStack Trove Guest Agent.
+trove-boot-watch: guest-agent.service: Consumed 8.213s CPU time.
+trove-boot-watch: guest-agent.service: Scheduled restart job, restart counter is at 1.
+trove-boot-watch: Starting guest-agent.service - OpenStack Trove Guest Agent...
 trove-boot-watch: Started guest-agent.service - OpenStack Trove Guest Agent.
 """
 
