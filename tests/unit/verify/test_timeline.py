@@ -218,10 +218,16 @@ def test_unit_watch_is_cloud_config_merged_with_the_report():
 def test_an_agent_that_keeps_failing_is_named_with_its_exit():
     # A start-pre step timing out while docker is slow heals on a later restart: never fatal.
     assert timeline.agent_unit_failure(WATCH_NOBLE_SLOW * 5) is None
-    # The agent's own process ending (same systemd message as docker's above): fatal the third time.
-    exited = "trove-boot-watch: guest-agent.service: Main process exited, code=exited, status=203/EXEC\n"
+    # The agent's own process ending (systemd's messages as for docker above): fatal the third time.
+    exited = ("trove-boot-watch: guest-agent.service: Main process exited, code=exited, status=203/EXEC\n"
+              "trove-boot-watch: guest-agent.service: Failed with result 'exit-code'.\n")
     assert timeline.agent_unit_failure(WATCH_NOBLE_SLOW + exited * 2) is None
     assert timeline.agent_unit_failure(WATCH_NOBLE_SLOW + exited * 3) == (
         "guest-agent.service failed 3 times at boot (Main process exited, code=exited, status=203/EXEC)")
-    # systemd's status line on the console without the watch's tag is not counted
+    # A start-pre step failing (the docker-hostnic plugin cannot start) counts as well.
+    pre = exited.replace("Main process exited, code=exited, status=203/EXEC", "Control process exited, "
+                         "code=exited, status=56/n/a")
+    assert timeline.agent_unit_failure(pre * 3) == (
+        "guest-agent.service failed 3 times at boot (Control process exited, code=exited, status=56/n/a)")
+    # systemd's lines on the console without the watch's tag are not counted
     assert timeline.agent_unit_failure(exited.replace("trove-boot-watch: ", "") * 3) is None
