@@ -62,14 +62,17 @@ HOST_KEYS_BLOCK = r"-----BEGIN SSH HOST KEY FINGERPRINTS-----(.*?)-----END SSH H
 WATCH_TAG = "trove-boot-watch:"
 WATCHED_UNITS = ("docker.service", "guest-agent.service")
 AGENT_UNIT = "guest-agent.service"
-# The agent unit restarts forever (Restart=always): its process ending this many times in one boot
-# is not a slow start but an agent that cannot start.
+# The agent unit restarts forever (Restart=always): this many failed runs in one boot are not a
+# slow start but an agent that cannot start.
 AGENT_FAILURES_FATAL = 3
-# The agent's own process ended, as systemd reports it: "guest-agent.service: Main process exited,
-# code=exited, status=203/EXEC". Only these count: a start-pre step that timed out (waiting for a
-# docker that is still starting on a slow machine) heals by itself on a later restart.
+# A run of the agent unit failed ("guest-agent.service: Failed with result 'exit-code'."), and the
+# process that ended it ("Main process exited, code=exited, status=203/EXEC", or a start-pre step's
+# "Control process exited, ..."). Runs that failed by 'timeout' do not count: a start-pre step
+# waiting for a docker still starting on a slow machine heals on a later restart.
+_AGENT_FAILED = re.compile(rf"^{re.escape(WATCH_TAG)} {re.escape(AGENT_UNIT)}: Failed with result '([^']+)'",
+                           re.MULTILINE)
 _AGENT_EXITED = re.compile(
-    rf"^{re.escape(WATCH_TAG)} {re.escape(AGENT_UNIT)}: (Main process exited.*?)\.?$", re.MULTILINE)
+    rf"^{re.escape(WATCH_TAG)} {re.escape(AGENT_UNIT)}: ((?:Main|Control) process exited.*?)\.?$", re.MULTILINE)
 # Runs in the guest as a transient unit started by cloud-init's bootcmd (before the units start):
 # systemd's (PID 1) own messages about the watched units, from this boot, to the console.
 _WATCH_SCRIPT = (
@@ -136,11 +139,13 @@ def merge_cloud_configs(*configs: dict) -> dict:
 
 
 def agent_unit_failure(console_text: str) -> str | None:
-    """Why the agent cannot start, once its process has ended AGENT_FAILURES_FATAL times (else None)."""
-    exits = _AGENT_EXITED.findall(console_text)
-    if len(exits) < AGENT_FAILURES_FATAL:
+    """Why the agent cannot start, once AGENT_FAILURES_FATAL of its runs failed other than by a
+    timeout (else None)."""
+    failures = [result for result in _AGENT_FAILED.findall(console_text) if result != "timeout"]
+    if len(failures) < AGENT_FAILURES_FATAL:
         return None
-    return f"{AGENT_UNIT} failed {len(exits)} times at boot ({exits[-1]})"
+    exits = _AGENT_EXITED.findall(console_text)
+    return f"{AGENT_UNIT} failed {len(failures)} times at boot ({exits[-1] if exits else failures[-1]})"
 
 
 @dataclass

@@ -181,9 +181,18 @@ trove-boot-watch: Failed to start guest-agent.service - OpenStack Trove Guest Ag
 trove-boot-watch: guest-agent.service: Consumed 11.178s CPU time.
 trove-boot-watch: guest-agent.service: Scheduled restart job, restart counter is at 1.
 """
-# What the watch prints once they do start (systemd's "Started <unit> - <description>." message).
+# The watch's lines once they did start (the same image's next boot on that machine).
 WATCH_STARTED = """\
+trove-boot-watch: Starting docker.service - Docker Application Container Engine...
 trove-boot-watch: Started docker.service - Docker Application Container Engine.
+trove-boot-watch: Starting guest-agent.service - OpenStack Trove Guest Agent...
+trove-boot-watch: guest-agent.service: start-pre operation timed out. Terminating.
+trove-boot-watch: guest-agent.service: Control process exited, code=killed, status=15/TERM
+trove-boot-watch: guest-agent.service: Failed with result 'timeout'.
+trove-boot-watch: Failed to start guest-agent.service - OpenStack Trove Guest Agent.
+trove-boot-watch: guest-agent.service: Consumed 8.213s CPU time.
+trove-boot-watch: guest-agent.service: Scheduled restart job, restart counter is at 1.
+trove-boot-watch: Starting guest-agent.service - OpenStack Trove Guest Agent...
 trove-boot-watch: Started guest-agent.service - OpenStack Trove Guest Agent.
 """
 
@@ -209,10 +218,16 @@ def test_unit_watch_is_cloud_config_merged_with_the_report():
 def test_an_agent_that_keeps_failing_is_named_with_its_exit():
     # A start-pre step timing out while docker is slow heals on a later restart: never fatal.
     assert timeline.agent_unit_failure(WATCH_NOBLE_SLOW * 5) is None
-    # The agent's own process ending (same systemd message as docker's above): fatal the third time.
-    exited = "trove-boot-watch: guest-agent.service: Main process exited, code=exited, status=203/EXEC\n"
+    # The agent's own process ending (systemd's messages as for docker above): fatal the third time.
+    exited = ("trove-boot-watch: guest-agent.service: Main process exited, code=exited, status=203/EXEC\n"
+              "trove-boot-watch: guest-agent.service: Failed with result 'exit-code'.\n")
     assert timeline.agent_unit_failure(WATCH_NOBLE_SLOW + exited * 2) is None
     assert timeline.agent_unit_failure(WATCH_NOBLE_SLOW + exited * 3) == (
         "guest-agent.service failed 3 times at boot (Main process exited, code=exited, status=203/EXEC)")
-    # systemd's status line on the console without the watch's tag is not counted
+    # A start-pre step failing (the docker-hostnic plugin cannot start) counts as well.
+    pre = exited.replace("Main process exited, code=exited, status=203/EXEC", "Control process exited, "
+                         "code=exited, status=56/n/a")
+    assert timeline.agent_unit_failure(pre * 3) == (
+        "guest-agent.service failed 3 times at boot (Control process exited, code=exited, status=56/n/a)")
+    # systemd's lines on the console without the watch's tag are not counted
     assert timeline.agent_unit_failure(exited.replace("trove-boot-watch: ", "") * 3) is None
