@@ -76,8 +76,15 @@ def watch_owner(path: str | None = None) -> Iterator[Watchdog | None]:
     if not path:
         yield None
         return
+    # A build started in the background by a script inherits SIGINT ignored (POSIX shells do that to
+    # asynchronous commands), and an ignored SIGINT would never interrupt it: handle it again.
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     dog = Watchdog(Path(path)).start()
     try:
         yield dog
     finally:
         dog.stop()
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
