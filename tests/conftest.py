@@ -151,10 +151,12 @@ class ImageBuilds:
     def get(self, os_name: str, release: str, dev_mode: bool = False, *extra: str) -> Path:
         suffix = "-dev" if dev_mode else ""
         key = hashlib.sha256("\0".join([os_name, release, str(dev_mode), *extra]).encode()).hexdigest()[:12]
-        out = self.root / f"{os_name}-{release}{suffix}-{key}" / f"trove-guest-{os_name}-{release}{suffix}.qcow2"
+        name = f"{os_name}-{release}{suffix}-{key}"
+        out = self.root / name / f"trove-guest-{os_name}-{release}{suffix}.qcow2"
         out.parent.mkdir(parents=True, exist_ok=True)
-        outcome = out.parent / "build-outcome.txt"
-        with open(out.parent / ".claim", "w") as claim:
+        # beside the output directory, not in it: the tests check what a build leaves there
+        outcome = self.root / f"{name}.outcome"
+        with open(self.root / f"{name}.claim", "w") as claim:
             fcntl.flock(claim, fcntl.LOCK_EX)
             if not outcome.exists() or outcome.read_text().partition("\n")[0] != RUN:
                 if os_name == "ubuntu":
