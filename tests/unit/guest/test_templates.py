@@ -13,6 +13,8 @@ def context(tmp_path: Path, **kw) -> BuildContext:
     spec = BuildSpec(output=tmp_path / "x.qcow2", cache_dir=tmp_path / "c", **kw)
     ctx = BuildContext(spec=spec, profile=spec.profile, work_dir=tmp_path / "work", log=Log(None))
     ctx.results["docker_plugin"] = True
+    # What the hooks stage found installed: disk IDs derive from it.
+    ctx.results.update(packages=[{"name": "bash", "arch": "amd64", "version": "5.2"}], pip_freeze=["trove==26.0.0"])
     return ctx
 
 
@@ -65,7 +67,7 @@ def test_sources_list_debian_has_security_and_ubuntu_universe(tmp_path):
 
 def test_grub_cfg_boots_the_root_by_label_on_the_serial_console(tmp_path):
     ctx = context(tmp_path)
-    text = render.render("grub.cfg", ctx.template_context())
+    text = render.render("grub.cfg", {**ctx.template_context(), "root_uuid": ctx.stable_uuid("rootfs")})
     assert f"search --no-floppy --fs-uuid --set=root {ctx.stable_uuid('rootfs')}" in text
     assert "root=LABEL=cloudimg-rootfs" in text and "console=ttyS0,115200" in text
 
