@@ -97,18 +97,25 @@ def docker_available() -> bool:
 
 
 @pytest.fixture(scope="session")
-def builder_image() -> str:
-    """The builder image with this checkout's code (docker's layer cache keeps this quick)."""
+def builder_image(tmp_path_factory) -> str:
+    """The builder image with this checkout's code (docker's layer cache keeps this quick), built once
+    per run: two xdist workers building it at once on a cold cache would make two image IDs, and the
+    tag would move under the builds of the first."""
     if not docker_available():
         pytest.fail("the Docker engine is not running: run `make setup` (scripts/setup-host.sh) first")
-    client = docker.from_env()
-    try:
-        client.images.get("trove-builder-base:trixie")
-        args = {"BASE": "trove-builder-base:trixie"}
-    except docker.errors.ImageNotFound:
-        args = {}
-    client.images.build(path=str(REPO), dockerfile="containerfiles/builder.Containerfile", buildargs=args,
-                        tag=BUILDER_IMAGE, rm=True)
+    built = shared_dir(tmp_path_factory, "builder-image") / "built"
+    with open(built.parent / ".claim", "w") as claim:
+        fcntl.flock(claim, fcntl.LOCK_EX)
+        if not built.exists() or built.read_text() != RUN:
+            client = docker.from_env()
+            try:
+                client.images.get("trove-builder-base:trixie")
+                args = {"BASE": "trove-builder-base:trixie"}
+            except docker.errors.ImageNotFound:
+                args = {}
+            client.images.build(path=str(REPO), dockerfile="containerfiles/builder.Containerfile", buildargs=args,
+                                tag=BUILDER_IMAGE, rm=True)
+            built.write_text(RUN)
     return BUILDER_IMAGE
 
 
