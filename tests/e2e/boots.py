@@ -1,0 +1,43 @@
+"""The e2e boots' shared steps: what a boot test's result must show (the guest served Trove, its
+boot timeline), and the production boot each release file runs."""
+
+from builder.verify import run_boot_test
+
+
+def explain(result) -> str:
+    return f"{result.reason}\n" + "\n".join(result.serial_tail)
+
+
+def assert_serves_trove(result, data_disk_gb=2):
+    assert result.passed, explain(result)
+    assert_answers_rpc(result)
+
+
+def assert_answers_rpc(result):
+    checks = {c.name: c for c in result.checks}
+    assert checks["rpc_ping"].ok and checks["login prompt"].ok
+    assert checks["cloud-init from config drive"].ok
+    assert checks["data disk mounted"].ok, checks["data disk mounted"].detail
+    assert 1.5 < result.fs_stats["total"] < 2.5, result.fs_stats  # the 2 GiB data disk, not the 5 GiB root
+
+
+def assert_production_boot(result, os_name, release, firmware):
+    assert result.firmware == firmware
+    modules = next(c for c in result.checks if c.name == "cloud-init modules")
+    assert modules.ok, modules.detail  # e.g. the locale module failing on an ungenerated locale
+    assert_timeline(result, os_name, release)
+
+
+def assert_timeline(result, os_name, release):
+    """The boot timeline (issue 10), read from the same boot's console: the milestones in their order,
+    and docker and the agent unit seen starting (the boot test's journal watch)."""
+    names = [e["name"] for e in result.timeline]
+    assert names.index("kernel") < names.index("cloud_init_local") < names.index("first_rpc_ping"), names
+    assert {"docker", "agent_unit"} <= set(names), names
+
+
+def boot_production(images, os_name, release, firmware, tmp_path):
+    image = images.get(os_name, release)
+    result = run_boot_test(image, firmware=firmware, console_log=tmp_path / "console.log")
+    assert_serves_trove(result)
+    assert_production_boot(result, os_name, release, firmware)

@@ -1,0 +1,32 @@
+"""The boot test's negative: an image whose agent cannot start fails early, with the reason."""
+
+import pytest
+
+from builder.verify import run_boot_test
+from tests.e2e.boots import explain
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def broken_agent_image(images, tmp_path_factory):
+    hooks = tmp_path_factory.mktemp("hooks")
+    (hooks / "post-install.d").mkdir()
+    hook = hooks / "post-install.d" / "50-break-the-agent"
+    # the unit's ExecStart gone (the venv stays: the lock stage downloads with its pip)
+    hook.write_text("#!/bin/sh\nset -e\nrm /usr/local/bin/guest-agent\n")
+    hook.chmod(0o755)
+    return images.get("debian", "bookworm", False, "--hooks-dir", str(hooks))
+
+
+def test_image_whose_agent_cannot_start_fails_with_a_clear_reason(broken_agent_image, tmp_path):
+    # Ends once the agent unit has failed a few times (read from the console), not at the timeout.
+    result = run_boot_test(broken_agent_image, timeout=600, console_log=tmp_path / "console.log")
+    assert not result.passed
+    checks = {c.name: c for c in result.checks}
+    # the guest itself came up (an image that never boots must not pass here): only the agent is missing
+    assert checks["login prompt"].ok and checks["cloud-init from config drive"].ok, explain(result)
+    assert checks["no emergency/panic"].ok, explain(result)
+    assert [name for name, c in checks.items() if not c.ok and c.required] == ["rpc_ping"], explain(result)
+    assert result.reason.startswith("guest-agent.service failed 3 times at boot ("), result.reason
+    assert result.serial_tail, "a failed boot test shows the end of the console"
