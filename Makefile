@@ -82,13 +82,16 @@ lint: venv  ## ruff (style, imports, bugbear) and mypy (types): seconds
 # pytest exits 5 when a selection (PYTEST_ARGS) holds no test of that kind: not a failure here.
 # Workers (pytest-xdist): the unit tests mostly wait (brokers starting, subprocesses), so 4 share two
 # cores well; the slow suite runs a file per worker (module fixtures stay whole), two at once, so a
-# boot or a check runs while the other worker's build waits on the archive. UNIT_WORKERS=0 /
-# SLOW_WORKERS=0 run in one process.
+# boot or a check runs while the other worker's build waits on the archive; the longest files first
+# (tests/conftest.py, LONG_FIRST). UNIT_WORKERS=0 / SLOW_WORKERS=0 run in one process.
 UNIT_WORKERS ?= 4
 SLOW_WORKERS ?= 2
 test: lint  ## fails fast: lint, then the unit tests, then the slow suite (real builds and boots)
 	$(VENV)/bin/pytest -m "not slow" -n $(UNIT_WORKERS) $(PYTEST_ARGS) || [ $$? -eq 5 ]
-	$(VENV)/bin/pytest -m slow -n $(SLOW_WORKERS) --dist loadfile $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(VENV)/bin/pytest -m "slow and not extended" -n $(SLOW_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+test-extended: venv  ## the slow tests CI's time leaves out (more boots, a concurrent-kill build): README, Tests
+	$(VENV)/bin/pytest -m extended -n $(SLOW_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 register: venv  ## make register IMAGE=... DATASTORE=mysql VERSION=8.4 [REGISTER_ARGS="--default --os-cloud NAME"]: Glance + Trove
 	$(TB) register $(IMAGE) --datastore $(DATASTORE) --version $(VERSION) $(REGISTER_ARGS)

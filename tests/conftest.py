@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import docker
@@ -104,9 +106,8 @@ def builder_image(tmp_path_factory) -> str:
     if not docker_available():
         pytest.fail("the Docker engine is not running: run `make setup` (scripts/setup-host.sh) first")
     built = shared_dir(tmp_path_factory, "builder-image") / "built"
-    with open(built.parent / ".claim", "w") as claim:
-        fcntl.flock(claim, fcntl.LOCK_EX)
-        if not built.exists() or built.read_text() != RUN:
+    with claimed(built):
+        if not done_this_run(built):
             client = docker.from_env()
             try:
                 client.images.get("trove-builder-base:trixie")
@@ -137,6 +138,20 @@ def podman_builder_image(builder_image) -> str:
     return builder_image
 
 
+@contextmanager
+def claimed(path: Path) -> Iterator[None]:
+    """Work on `path` that one xdist worker of the run does while the others wait: under an exclusive
+    file lock on PATH.claim (beside it: the tests check what a build leaves in its directory)."""
+    with open(f"{path}.claim", "w") as claim:
+        fcntl.flock(claim, fcntl.LOCK_EX)
+        yield
+
+
+def done_this_run(marker: Path) -> bool:
+    """Whether `marker`, whose first line names the run that wrote it, was written by this run."""
+    return marker.exists() and marker.read_text().partition("\n")[0] == RUN
+
+
 def shared_dir(tmp_path_factory, name: str) -> Path:
     """A directory every pytest-xdist worker of this run sees (the run's base temp; the worker's own
     base temp without xdist), so that a build or a key made by one worker is reused by the others."""
@@ -163,9 +178,8 @@ class ImageBuilds:
         out.parent.mkdir(parents=True, exist_ok=True)
         # beside the output directory, not in it: the tests check what a build leaves there
         outcome = self.root / f"{name}.outcome"
-        with open(self.root / f"{name}.claim", "w") as claim:
-            fcntl.flock(claim, fcntl.LOCK_EX)
-            if not outcome.exists() or outcome.read_text().partition("\n")[0] != RUN:
+        with claimed(self.root / name):
+            if not done_this_run(outcome):
                 if os_name == "ubuntu":
                     require_archive("ubuntu")
                 result = run_tb("build", os_name, release, str(dev_mode).lower(), "ubuntu", str(out),
@@ -187,8 +201,7 @@ def images(builder_image, tmp_path_factory) -> ImageBuilds:
 def dev_key(tmp_path_factory):
     """One deploy key for the whole run: the dev image is built with it by whichever worker comes first."""
     key = shared_dir(tmp_path_factory, "devkey") / "id_deploy"
-    with open(key.parent / ".claim", "w") as claim:
-        fcntl.flock(claim, fcntl.LOCK_EX)
+    with claimed(key):
         if not key.exists():
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "trove-dev-deploy",
                             "-f", str(key)], check=True)
@@ -210,6 +223,19 @@ def pytest_runtest_makereport(item, call):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped, and TROVE_BUILDER_NO_SKIPS=1 forbids skips: {reason}"
+
+
+# The slow suite's files that take longest (boots, and the builds they wait for), first: the Makefile's
+# --no-loadscope-reorder keeps this order, where pytest-xdist would start the files with the most tests
+# (short checks) and leave single long boots for the end, one worker idle while the other boots.
+LONG_FIRST = ("test_boot_prepare.py", "test_boot_broken_agent.py", "test_readme_docker_run.py",
+              "test_readme_podman_run.py", "test_build.py", "test_interrupt.py",
+              "test_boot.py", "test_boot_oldest_release.py", "test_boot_dev.py")  # the last three: extended
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the others keep their order
 
 
 def pytest_collection_finish(session):

@@ -46,6 +46,7 @@ from builder.verify.timeline import (
     unit_watch_cloud_config,
 )
 
+MARKER_GRACE = 300.0  # seconds the login prompt and cloud-init's end may come after the agent
 DEFAULT_TIMEOUT = 900.0      # TCG boots are slow: the first rpc_ping may come 2-5 min after start
 KERNEL_WATCHDOG = 240.0      # no kernel line by then: the accelerator (or the boot loader) is stuck
 TAIL_LINES = 40
@@ -381,10 +382,11 @@ def _drive_guest(result: BootTestResult, client: GuestClient, vm, watcher: Conso
         say(f"rpc_ping answered {result.timings['first_rpc_ping']} s after QEMU started")
     if outcome.ok or agent_unit_failure(vm.console.text()):
         # The console markers usually precede the agent; give them a little longer if not (an
-        # agent that failed at once may still be followed by cloud-init's end).
+        # agent that failed at once may still be followed by cloud-init's end: up to 3 min later
+        # under TCG on a loaded host).
         for name in ("login_prompt", "cloud_init_done"):
             if name not in watcher.seen:
-                seen = watcher.wait_for(name, min(remaining(), 120), abort=lambda: vm.exit_reason())
+                seen = watcher.wait_for(name, min(remaining(), MARKER_GRACE), abort=lambda: vm.exit_reason())
                 if seen is not None:
                     result.timings[name] = round(seen, 1)
     result.check("rpc_ping", outcome.ok, f"True after {outcome.attempts} attempt(s)" if outcome.ok else outcome.reason)

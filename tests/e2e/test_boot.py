@@ -6,7 +6,7 @@ import pytest
 
 from tests.e2e.boots import boot_production
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.extended]  # not in `make test`: README, Tests
 
 
 # One boot per property: noble is the newest Ubuntu under UEFI with a zstd qcow2; bionic, the oldest

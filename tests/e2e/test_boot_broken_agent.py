@@ -1,9 +1,13 @@
-"""The boot test's negative: an image whose agent cannot start fails early, with the reason."""
+"""The boot test's negative: an image whose agent cannot start fails early, with the reason.
+
+It is also the suite's Ubuntu boot (noble, UEFI, zstd qcow2): everything up to the agent must come
+up (kernel, cloud-init from the config drive, network, the serial console's login prompt, docker);
+the production noble boot that answers rpc_ping is in `make test-extended` (test_boot.py)."""
 
 import pytest
 
 from builder.verify import run_boot_test
-from tests.e2e.boots import explain
+from tests.e2e.boots import BOOT_TIMEOUT, explain
 
 pytestmark = pytest.mark.slow
 
@@ -16,12 +20,13 @@ def broken_agent_image(images, tmp_path_factory):
     # the unit's ExecStart gone (the venv stays: the lock stage downloads with its pip)
     hook.write_text("#!/bin/sh\nset -e\nrm /usr/local/bin/guest-agent\n")
     hook.chmod(0o755)
-    return images.get("debian", "bookworm", False, "--hooks-dir", str(hooks))
+    return images.get("ubuntu", "noble", False, "--hooks-dir", str(hooks))
 
 
 def test_image_whose_agent_cannot_start_fails_with_a_clear_reason(broken_agent_image, tmp_path):
     # Ends once the agent unit has failed a few times (read from the console), not at the timeout.
-    result = run_boot_test(broken_agent_image, timeout=600, console_log=tmp_path / "console.log")
+    result = run_boot_test(broken_agent_image, firmware="uefi", timeout=BOOT_TIMEOUT,
+                           console_log=tmp_path / "console.log")
     assert not result.passed
     checks = {c.name: c for c in result.checks}
     # the guest itself came up (an image that never boots must not pass here): only the agent is missing
@@ -29,4 +34,5 @@ def test_image_whose_agent_cannot_start_fails_with_a_clear_reason(broken_agent_i
     assert checks["no emergency/panic"].ok, explain(result)
     assert [name for name, c in checks.items() if not c.ok and c.required] == ["rpc_ping"], explain(result)
     assert result.reason.startswith("guest-agent.service failed 3 times at boot ("), result.reason
+    assert {"docker", "agent_unit"} <= {event["name"] for event in result.timeline}, result.timeline
     assert result.serial_tail, "a failed boot test shows the end of the console"

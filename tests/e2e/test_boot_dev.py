@@ -7,9 +7,9 @@ import tarfile
 import pytest
 
 from builder.verify import run_boot_test
-from tests.e2e.boots import assert_serves_trove
+from tests.e2e.boots import BOOT_TIMEOUT, assert_serves_trove
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.extended]  # not in `make test`: README, Tests
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +28,6 @@ def trove_source(tmp_path_factory):
 def test_dev_image_syncs_from_the_controller_and_serves_rpc(dev_image, dev_key, trove_source, tmp_path):
     result = run_boot_test(dev_image, controller_source=trove_source, controller_key=dev_key,
                            controller_user="stack", controller_path="/opt/stack/trove",
-                           console_log=tmp_path / "console.log")
+                           timeout=BOOT_TIMEOUT, console_log=tmp_path / "console.log")
     assert_serves_trove(result)
     assert result.dev_mode

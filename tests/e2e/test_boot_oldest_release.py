@@ -4,7 +4,7 @@ import pytest
 
 from tests.e2e.boots import boot_production
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.extended]  # not in `make test`: README, Tests
 
 
 def test_bionic_boots_and_serves_rpc(images, tmp_path):

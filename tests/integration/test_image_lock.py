@@ -20,6 +20,7 @@ import subprocess
 import time
 import urllib.request
 
+import docker
 import pytest
 
 from builder.cache.cas import ContentStore
@@ -65,8 +66,7 @@ def test_the_build_wrote_the_lock_of_what_it_installed(bookworm, builder_image):
     assert python["trove"]["version"] == lock.data["trove_version"] == manifest["agent"]["version"]
     assert all(f["url"].startswith("https://") for f in python.values())
     assert lock.image == {"format": "qcow2", "compression": "zstd", "size_gb": 5}
-    image_id = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", builder_image],
-                              capture_output=True, text=True, check=True).stdout.strip()
+    image_id = docker.from_env().images.get(builder_image).id
     assert lock.data["builder_image"] == image_id
     store = ContentStore(default_cache_dir())
     absent = [a.label for a in lock.artifacts() if not store.has(a.sha256)]

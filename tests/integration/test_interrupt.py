@@ -306,6 +306,7 @@ def test_sigkill_of_a_runtime_none_build_leaves_mounts_the_next_build_removes(bu
             raise
 
 
+@pytest.mark.extended  # two cold builds at once: not in `make test` (README, Tests)
 def test_sigkill_of_the_cli_beside_a_build_that_succeeds(builder_image, cache, images, tmp_path):
     """Two builds to different outputs share the cache through bootstrap and system; one CLI is
     SIGKILLed in the agent stage (its container notices and cleans up); the other succeeds, with the

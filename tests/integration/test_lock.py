@@ -10,9 +10,9 @@ build.
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
+import docker
 import pytest
 
 from tests.conftest import run_tb
@@ -41,8 +41,7 @@ def test_the_lock_names_every_package_python_file_and_input(locked, builder_imag
     assert all(f["url"].startswith("https://") and len(f["sha256"]) == 64 for f in python.values())
     assert any(i["url"].endswith("/dists/bookworm/InRelease") for i in data["apt"]["indexes"])
     assert data["source_date_epoch"] == 1767225600
-    image_id = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", builder_image],
-                              capture_output=True, text=True, check=True).stdout.strip()
+    image_id = docker.from_env().images.get(builder_image).id
     assert data["builder_image"] == image_id
 
 
