@@ -372,6 +372,9 @@ def verify_command(
     hooks_dir: Annotated[Path | None, typer.Option("--hooks-dir", help="The hooks the image was built with.")] = None,
     dev_ssh_key: Annotated[Path | None, typer.Option(
         "--dev-ssh-key", help="Dev image: the deploy key it was built with.")] = None,
+    preload_image: Annotated[list[Path] | None, typer.Option(
+        "--preload-image", help="The datastore archives the image was built with (repeatable; its lock names "
+                                "their sha256).")] = None,
     keep: Annotated[Path | None, typer.Option("--keep", help="Keep the rebuilt image at this path.")] = None,
     reuse_checkpoints: Annotated[bool, typer.Option(
         "--reuse-checkpoints", help="Restore checkpoints of earlier rebuilds from a lock with the same inputs "
@@ -391,7 +394,7 @@ def verify_command(
 
     if not verify(image, lock, build, runtime=runtime, cache_dir=cache_dir, builder_image=builder_image,
                   ca_bundle=ca_bundle, keep=keep, reuse_checkpoints=reuse_checkpoints, hooks_dir=hooks_dir,
-                  dev_ssh_key=dev_ssh_key):
+                  dev_ssh_key=dev_ssh_key, preload_images=preload_image or []):
         raise typer.Exit(1)
 
 

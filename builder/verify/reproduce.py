@@ -85,6 +85,12 @@ def verify(image: Path, lock_file: Path | None, build: Callable[[BuildSpec], Non
            reuse_checkpoints: bool, **options: Any) -> bool:
     """Rebuild `image` from its lock with `build` (the CLI's runner) and print the verdict; True: reproduced."""
     lock, lock_file = checked_inputs(image, lock_file, runtime, keep)
+    # Without the archives a preloaded image's lock names, the rebuild would be another image.
+    archives = options.get("preload_images") or []
+    for archive in archives:
+        if not Path(archive).is_file():
+            raise UsageError(f"--preload-image {archive}: no such file")
+    lock.check_preload([sha256_file(archive) for archive in archives])
     info = qemu_img.info(image)
     store = ContentStore(cache_dir)
     from builder.lock.fetch import fetch, missing

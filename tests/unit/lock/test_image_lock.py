@@ -173,3 +173,20 @@ def test_a_rebuild_with_other_bytes_is_explained_by_the_diff_summary(tmp_path):
     assert not verdict.reproduced and verdict.image_sha256 != verdict.rebuilt_sha256
     text = render(verdict.report)
     assert "changed  /etc/hostname  content" in text and "different: 1 changed files" in text
+
+
+def test_verify_of_a_preloaded_image_needs_the_archives_its_lock_names(tmp_path, small_image):
+    """Without them the rebuild would be the image without its datastore images: refused in one line,
+    before anything is fetched or built; so are an archive that does not exist and one the lock does not name."""
+    data = lock_data()
+    archive = tmp_path / "mariadb.tar"
+    archive.write_bytes(b"a docker save archive")
+    data["preload_images"] = [{"sha256": sha(b"the archive the image was built with"), "bytes": 42,
+                               "guest_path": "/var/lib/trove-builder/preload/x.tar", "repo_tags": ["db:1"]}]
+    lock = write(tmp_path, data)
+    for extra, message in (([], "--preload-image archives it names are missing"),
+                           (["--preload-image", str(tmp_path / "none.tar")], "none.tar: no such file"),
+                           (["--preload-image", str(archive)], "archives it does not name were given")):
+        result = run_tb("verify", str(small_image), "--lock", str(lock), *extra)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
