@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from builder.context import GUEST_CA_PATH, VENV, BuildContext
+from builder.errors import BuilderError
 from builder.guest import dpkg
 from builder.guest.chroot import Chroot
 from builder.spec import host_ca_bundle_path
@@ -46,6 +47,9 @@ def run_pip(ctx: BuildContext, chroot: Chroot, *args: str, check: bool = True,
            "CFLAGS": "-g0"}
     if (ctx.rootfs / GUEST_CA_PATH.lstrip("/")).exists():
         env["PIP_CERT"] = GUEST_CA_PATH
+    if not (ctx.rootfs / VENV.lstrip("/") / "bin/pip").exists():  # else chroot's bare "exited with 127"
+        raise BuilderError(f"{VENV}/bin/pip is gone: the agent venv was removed (by a hook?), and the "
+                           "build runs pip from it")
     return chroot.run([f"{VENV}/bin/pip", "--cache-dir", PIP_CACHE, *args], env=env, check=check, capture=capture)
 
 

@@ -30,7 +30,7 @@ from typing import Any
 from builder.cache import aptcache
 from builder.cache.aptcache import apt_caches
 from builder.cache.cas import ContentStore, HashMismatch, sha256_file
-from builder.context import PRELOAD_DIR, VENV, BuildContext
+from builder.context import PRELOAD_DIR, BuildContext
 from builder.errors import BuilderError
 from builder.guest import dpkg
 from builder.guest.chroot import Chroot
@@ -222,9 +222,6 @@ def collect_python(ctx: BuildContext, chroot, store: ContentStore) -> list[dict[
     freeze = downloaded(ctx, ctx.results.get("pip_freeze") or [])
     if not freeze:
         return []
-    if not (ctx.rootfs / VENV.lstrip("/") / "bin/pip").exists():
-        raise BuilderError(f"the lock stage downloads with the agent venv's pip, and {VENV}/bin/pip is gone "
-                           "(did a hook remove it?)")
     pins = {normalize_name(line.split("==")[0]): line.split("==", 1)[1] for line in freeze}
     dest = ctx.rootfs / PY_DOWNLOADS.lstrip("/")
     shutil.rmtree(dest, ignore_errors=True)
@@ -329,9 +326,6 @@ def collect_python_of_build(ctx: BuildContext, chroot, store: ContentStore) -> l
     freeze = downloaded(ctx, ctx.results.get("pip_freeze") or [])
     if not freeze:
         return []
-    if not (ctx.rootfs / VENV.lstrip("/") / "bin/pip").exists():
-        raise BuilderError(f"the lock stage downloads with the agent venv's pip, and {VENV}/bin/pip is gone "
-                           "(did a hook remove it?)")
     pins = {normalize_name(line.split("==")[0]): line.split("==", 1)[1] for line in freeze}
     pip_version = next((v for n, v in pins.items() if n == "pip"), None) or next(
         (line.split("==", 1)[1] for line in ctx.results.get("pip_freeze", []) if line.lower().startswith("pip==")), "0")

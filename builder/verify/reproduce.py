@@ -24,6 +24,7 @@ from builder.cache.cas import ContentStore, sha256_file
 from builder.errors import BuilderError, UsageError
 from builder.image import qemu_img
 from builder.lock.lockfile import Lock
+from builder.preload.archive import read_archive
 from builder.publish import lockfile_path
 from builder.spec import BuildSpec, host_ca_bundle_path
 
@@ -86,11 +87,7 @@ def verify(image: Path, lock_file: Path | None, build: Callable[[BuildSpec], Non
     """Rebuild `image` from its lock with `build` (the CLI's runner) and print the verdict; True: reproduced."""
     lock, lock_file = checked_inputs(image, lock_file, runtime, keep)
     # Without the archives a preloaded image's lock names, the rebuild would be another image.
-    archives = options.get("preload_images") or []
-    for archive in archives:
-        if not Path(archive).is_file():
-            raise UsageError(f"--preload-image {archive}: no such file")
-    lock.check_preload([sha256_file(archive) for archive in archives])
+    lock.check_preload([read_archive(Path(path)).sha256 for path in options.get("preload_images") or []])
     info = qemu_img.info(image)
     store = ContentStore(cache_dir)
     from builder.lock.fetch import fetch, missing

@@ -178,14 +178,17 @@ def test_a_rebuild_with_other_bytes_is_explained_by_the_diff_summary(tmp_path):
 def test_verify_of_a_preloaded_image_needs_the_archives_its_lock_names(tmp_path, small_image):
     """Without them the rebuild would be the image without its datastore images: refused in one line,
     before anything is fetched or built; so are an archive that does not exist and one the lock does not name."""
+    from builder.preload.archive import write_archive
+    from tests.unit.test_preload import IMAGE, root_tar
+
     data = lock_data()
-    archive = tmp_path / "mariadb.tar"
-    archive.write_bytes(b"a docker save archive")
+    archive = tmp_path / "db.tar"
+    write_archive(root_tar(tmp_path / "rootfs.tar"), IMAGE, archive, 1767225600)
     data["preload_images"] = [{"sha256": sha(b"the archive the image was built with"), "bytes": 42,
                                "guest_path": "/var/lib/trove-builder/preload/x.tar", "repo_tags": ["db:1"]}]
     lock = write(tmp_path, data)
     for extra, message in (([], "--preload-image archives it names are missing"),
-                           (["--preload-image", str(tmp_path / "none.tar")], "none.tar: no such file"),
+                           (["--preload-image", str(tmp_path / "none.tar")], "none.tar is not a file"),
                            (["--preload-image", str(archive)], "archives it does not name were given")):
         result = run_tb("verify", str(small_image), "--lock", str(lock), *extra)
         assert result.returncode == 2, result.stdout + result.stderr
