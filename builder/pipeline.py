@@ -153,6 +153,9 @@ def run_pipeline(spec: BuildSpec, emit: Emitter | None = None) -> dict:
         raise BuilderError(f"work dir {work_dir} is not empty")
     claim = workdirs.claim(work_dir, owned=spec.work_dir is None)
     work_dir.mkdir(parents=True, exist_ok=True)
+    # Every command of this build inherits it: if the build is killed, the next one knows them by it.
+    owner_before = os.environ.get(workdirs.OWNER_ENV)
+    os.environ[workdirs.OWNER_ENV] = os.path.realpath(work_dir)
     log_path = spec.cache_dir / "logs" / f"{work_dir.name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = Log(log_path, verbose=spec.verbose, shown_as=display_path(log_path, spec.cache_dir))
@@ -216,6 +219,10 @@ def run_pipeline(spec: BuildSpec, emit: Emitter | None = None) -> dict:
         else:
             workdirs.remove_work_dir(work_dir)
         claim.release()
+        if owner_before is None:
+            os.environ.pop(workdirs.OWNER_ENV, None)
+        else:
+            os.environ[workdirs.OWNER_ENV] = owner_before
     summary = {
         "timings": dict(timings),
         "cache_seconds": round(checkpoints.cache_seconds, 2) if checkpoints else 0.0,

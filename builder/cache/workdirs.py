@@ -1,9 +1,14 @@
 """Scratch dirs in the cache (cache/work/build-*), each owned through a lock its build holds.
 
 A build that dies without cleaning up (SIGKILL, OOM, `docker kill`) leaves its work dir, perhaps
-with mounts and chrooted processes; its lock is then free, which tells the next build that the dir
+with mounts and running processes; its lock is then free, which tells the next build that the dir
 is a leftover and not a live build's. Dirs without a lock file (--keep-work-dir, older versions)
 are never touched.
+
+A dead build's processes are of two kinds: chrooted ones (apt, dpkg) and ones that write into the dir
+from outside (debootstrap's tar extracting packages, still running after its parent CLI was killed).
+The first are known by their root, the second by the variable every command of the build inherits
+(OWNER_ENV, set while the build runs): so a person's shell that merely stands in the dir is spared.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from builder.errors import BuilderError
 from builder.guest.chroot import mounts_below, unmount_all
 
 CLAIM_SUFFIX = ".lock"
+# Inherited by every command a build runs (its debootstrap, tar, dpkg-deb): names the work dir they write to.
+OWNER_ENV = "TROVE_BUILDER_WORK_DIR"
 
 
 def claim_path(work_dir: Path) -> Path:
@@ -72,28 +79,48 @@ def reap_stale(cache_dir: Path, say: Callable[[str], None]) -> list[str]:
 
 
 def kill_processes_in(root: Path, wait: float = 10.0) -> None:
-    """SIGKILL every process chrooted inside `root` (a dead build's apt or dpkg, still running).
+    """SIGKILL every process of a dead build in `root`: chrooted inside it, or started by its build.
 
-    Only the root directory counts, not the cwd: a person looking around in the dir is spared."""
+    Not the cwd: a person looking around in the dir is spared."""
     inside = os.path.realpath(root)
-    victims = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            target = os.readlink(entry / "root")
-        except OSError:
-            continue
-        if target == inside or target.startswith(inside + "/"):
+    killed: set[int] = set()
+    for _ in range(10):  # again until no new one is found: a shell killed mid-loop may have forked once more
+        victims = [pid for pid in _processes_of(inside) if pid not in killed]
+        if not victims:
+            return
+        for pid in victims:
             try:
-                os.kill(int(entry.name), signal.SIGKILL)
-                victims.append(int(entry.name))
+                os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    deadline = time.monotonic() + wait
-    while victims and time.monotonic() < deadline:
-        victims = [pid for pid in victims if _alive(pid)]
-        time.sleep(0.1)
+        killed.update(victims)
+        deadline = time.monotonic() + wait
+        while victims and time.monotonic() < deadline:
+            victims = [pid for pid in victims if _alive(pid)]
+            time.sleep(0.1)
+
+
+def _processes_of(inside: str) -> list[int]:
+    """Pids of the processes chrooted inside `inside` or started by the build that owned it."""
+    return [int(entry.name) for entry in Path("/proc").iterdir()
+            if entry.name.isdigit() and int(entry.name) != os.getpid()
+            and (_chrooted_in(entry, inside) or _started_by_build_of(entry, inside))]
+
+
+def _chrooted_in(proc: Path, inside: str) -> bool:
+    try:
+        target = os.readlink(proc / "root")
+    except OSError:
+        return False
+    return target == inside or target.startswith(inside + "/")
+
+
+def _started_by_build_of(proc: Path, work_dir: str) -> bool:
+    try:
+        environ = (proc / "environ").read_bytes()
+    except OSError:
+        return False
+    return f"{OWNER_ENV}={work_dir}".encode() in environ.split(b"\0")
 
 
 def _alive(pid: int) -> bool:

@@ -26,6 +26,16 @@ print("held" if lock else "busy", flush=True)
 time.sleep(600)
 """
 
+# What debootstrap's tar does after its CLI was killed: writes into the dir from outside, without end.
+WRITER = """
+import itertools, os, sys
+print("writing", flush=True)
+for n in itertools.count():
+    d = os.path.join(sys.argv[1], "usr", "lib", str(n % 50))
+    os.makedirs(d, exist_ok=True)
+    open(os.path.join(d, str(n)), "w").close()
+"""
+
 
 def holder_process(path: Path, text: str = "pid test") -> subprocess.Popen:
     """A process that holds `path` until killed (stands in for a running build)."""
@@ -135,6 +145,9 @@ def test_stale_work_dirs_go_with_their_mounts_and_processes_live_and_unowned_one
     subprocess.run(["mount", "--bind", str(precious), str(dead / "rootfs" / "dev")], check=True)
     orphan = subprocess.Popen([sys.executable, "-c", CHROOTED, str(dead / "rootfs")], stdout=subprocess.PIPE, text=True)
     assert orphan.stdout.readline().strip() == "inside"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(dead / "rootfs")], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, workdirs.OWNER_ENV: os.path.realpath(dead)})
+    assert writer.stdout.readline().strip() == "writing"
     Flock.try_acquire(workdirs.claim_path(dead)).release(remove=False)
     live = work / "build-live"
     live.mkdir()
@@ -149,7 +162,9 @@ def test_stale_work_dirs_go_with_their_mounts_and_processes_live_and_unowned_one
             orphan_code = orphan.wait(timeout=30)
         except subprocess.TimeoutExpired:
             orphan_code = None
+        writer_code = writer.poll()
     finally:
+        kill(writer)
         kill(alive)
         if mounts_below(dead):
             subprocess.run(["umount", "-l", str(dead / "rootfs" / "dev")])
@@ -159,6 +174,7 @@ def test_stale_work_dirs_go_with_their_mounts_and_processes_live_and_unowned_one
     assert removed == ["build-dead"]
     assert said == ["trove-builder: removed 1 stale work dir(s) of killed builds: build-dead"]
     assert orphan_code == -9, "the reaper did not kill the process chrooted into the stale work dir"
+    assert writer_code == -9, "the reaper did not kill the build's process writing into its work dir from outside"
     assert not dead.exists() and not workdirs.claim_path(dead).exists()
     assert (precious / "null").read_text() == "must survive", "followed into a mount"
     assert live.is_dir() and kept.is_dir() and visitor_alive
