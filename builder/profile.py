@@ -79,6 +79,12 @@ class Profile:
     recompile_pyc: bool
     remove_unreproducible: list[str]
     space_mib: dict[str, int]  # free space a build needs, by place
+    ssh_host_key_types: list[str]  # generated at first boot (cloud-init, else the ssh drop-in)
+    network_renderer: str  # cloud-init's one network renderer (eni: ifupdown; netplan: networkd)
+    boot_disabled_units: list[str]  # the other stacks' units, masked at build
+    cloud_init_modules: list[str]  # cloud-init's module lists: only what a Trove guest uses
+    cloud_config_modules: list[str]
+    cloud_final_modules: list[str]
     pip_bootstrap: str = "pip"  # the requirement pip upgrades itself to before installing the agent
 
     @classmethod

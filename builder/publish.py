@@ -21,7 +21,8 @@ from builder.lock.lockfile import Lock
 DEVIATIONS = [
     "no unauthenticated apt configuration; Docker's repository (if used) has a signed-by keyring",
     "guest user password locked; keypair access only",
-    "guest-agent.service ordered after cloud-init.service (its write_files) and docker.service, "
+    "guest-agent.service ordered after cloud-init.service (its write_files) and docker.socket (dockerd is "
+    "socket-activated: its start overlaps the agent's), not after syslog.service (/dev/log is journald's), "
     "ConditionPathExists=/etc/trove/conf.d/guest_info.conf, RestartSec=5",
     "no private key in production images; dev images carry only an operator-supplied key",
     "trove-image-loader and fix-default-route only in dev images; image pulls are best effort",
@@ -37,6 +38,9 @@ DEVIATIONS = [
     "network rendered by cloud-init from the data source (DHCP fallback), no eth0/eth1 stanzas",
     "build-only packages (compilers, -dev libraries) purged from production images; no docs",
     "GPT disk with BIOS and UEFI GRUB built from files; linux-image-virtual/cloud kernel",
+    "first boot: ssh host keys of the profile's types only (ed25519); one network stack per release "
+    "(rendered by cloud-init, the other stacks' units masked); only the cloud-init modules a Trove guest "
+    "uses; AppArmor profiles of absent programs disabled; /etc/.updated and /var/.updated written at build",
 ]
 
 

@@ -110,6 +110,17 @@ def _repack_initramfs(ctx: BuildContext) -> None:
         ctx.log.write(f"normalize: /boot/{path.name} re-packed deterministically\n")
 
 
+def mark_updated(root: Path, epoch: int) -> None:
+    """/etc/.updated and /var/.updated as systemd-update-done writes them: the image's /usr is not
+    newer than its /etc and /var, so first boot skips the ConditionNeedsUpdate= units (ldconfig,
+    hwdb, journal catalog, sysusers) whose work the build already did."""
+    for name in ("etc/.updated", "var/.updated"):
+        path = root / name
+        path.write_text("# This file was created by trove-builder, as systemd-update-done would.\n"
+                        f"TIMESTAMP_NSEC={epoch * 1_000_000_000}\n")
+        os.utime(path, (epoch, epoch))
+
+
 def run_stage(ctx: BuildContext) -> None:
     root = ctx.rootfs
     # Files that name the finished disk (grub.cfg: the root filesystem's UUID) are written here,
@@ -126,6 +137,7 @@ def run_stage(ctx: BuildContext) -> None:
         _repack_initramfs(ctx)
     if ctx.profile.recompile_pyc:
         ctx.log.write(f"normalize: {recompile_packaged(ctx)} packaged .pyc written again with a fixed hash seed\n")
+    mark_updated(root, ctx.spec.source_date_epoch)
     # dpkg's database in its canonical form is left as is; only times are clamped.
     clamp_times(root, ctx.spec.source_date_epoch)
     for point in API_MOUNT_POINTS:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+from pathlib import Path
+
 from builder.cache.aptcache import apt_caches
 from builder.context import BuildContext
 from builder.errors import BuilderError
@@ -63,6 +67,63 @@ def _create_guest_user(ctx: BuildContext, chroot: Chroot) -> None:
     )
 
 
+def _disable_boot_units(ctx: BuildContext, chroot: Chroot) -> None:
+    """The profile's boot_disabled_units (the network stack cloud-init does not render for) are
+    neither started at boot nor pulled in by another unit; absent ones are skipped."""
+    present = [unit for unit in ctx.profile.boot_disabled_units
+               if any((ctx.rootfs / d / unit).exists() for d in ("lib/systemd/system", "usr/lib/systemd/system"))]
+    if present:
+        chroot.run(["systemctl", "mask", *present])
+
+
+# The program an AppArmor profile attaches to: `profile <name> <path> ... {` or `<path> ... {`.
+_ATTACHMENT = re.compile(r'^\s*(?:profile\s+(?:"[^"]*"|\S+)\s+)?("/[^"]+"|/\S+)\s+(?:flags=\([^)]*\)\s*)?\{',
+                         re.MULTILINE)
+
+
+def _alternatives(pattern: str) -> list[str]:
+    """The paths an AppArmor `{a,b}` alternation names (nested ones too)."""
+    depth, start = 0, 0
+    for i, c in enumerate(pattern):
+        if c == "{":
+            depth, start = depth + 1, (i if depth == 0 else start)
+        elif c == "}" and depth:
+            depth -= 1
+            if depth == 0:
+                inner, parts, level, last = pattern[start + 1:i], [], 0, 0
+                for j, d in enumerate(inner):
+                    level += (d == "{") - (d == "}")
+                    if d == "," and level == 0:
+                        parts.append(inner[last:j])
+                        last = j + 1
+                parts.append(inner[last:])
+                return [x for part in parts for x in _alternatives(pattern[:start] + part + pattern[i + 1:])]
+    return [pattern]
+
+
+def disable_absent_apparmor_profiles(root: Path) -> list[str]:
+    """Profiles for programs the guest does not have (noble ships ~90 for desktop applications)
+    are disabled the way an administrator would (a link in /etc/apparmor.d/disable/), so
+    apparmor.service does not compile them at every boot without a cache. Profiles whose
+    attachment is a glob or variable stay. Returns the names disabled."""
+    profiles = root / "etc/apparmor.d"
+    if not profiles.is_dir():
+        return []
+    disabled = []
+    for path in sorted(p for p in profiles.iterdir() if p.is_file() and not p.is_symlink()):
+        found = _ATTACHMENT.search(path.read_text(errors="replace"))
+        if not found or any(c in found.group(1) for c in "*?[@"):
+            continue
+        if any(os.path.lexists(root / alt.lstrip("/")) for alt in _alternatives(found.group(1).strip('"'))):
+            continue
+        (profiles / "disable").mkdir(exist_ok=True)
+        link = profiles / "disable" / path.name
+        if not os.path.lexists(link):
+            link.symlink_to(f"/etc/apparmor.d/{path.name}")
+        disabled.append(path.name)
+    return disabled
+
+
 def run_stage(ctx: BuildContext) -> None:
     chroot = ctx.chroot()
     with chroot.session(apt_caches(ctx)):
@@ -78,3 +139,6 @@ def run_stage(ctx: BuildContext) -> None:
         for rules in ("rules.v4", "rules.v6"):
             (ctx.rootfs / "etc/iptables" / rules).unlink(missing_ok=True)
         chroot.run(["systemctl", "enable", "docker.service", "ssh.service", "chrony.service"])
+        _disable_boot_units(ctx, chroot)
+        disabled = disable_absent_apparmor_profiles(ctx.rootfs)
+        ctx.log.write(f"system: {len(disabled)} AppArmor profiles of absent programs disabled: {' '.join(disabled)}\n")

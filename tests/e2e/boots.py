@@ -1,6 +1,7 @@
 """The e2e boots' shared steps: what a boot test's result must show (the guest served Trove, its
 boot timeline), and the production boot each release file runs."""
 
+from builder.profile import load as load_profile
 from builder.verify import run_boot_test
 
 BOOT_TIMEOUT = 1500  # seconds: a production boot with the other worker busy (the CLI's default is 900)
@@ -28,6 +29,17 @@ def assert_production_boot(result, os_name, release, firmware):
     modules = next(c for c in result.checks if c.name == "cloud-init modules")
     assert modules.ok, modules.detail  # e.g. the locale module failing on an ungenerated locale
     assert_timeline(result, os_name, release)
+    assert_boots_lean(result, os_name, release)
+
+
+def assert_boots_lean(result, os_name, release):
+    """First-boot speed (issue 10), read from the same boot's console: exactly one network stack,
+    and no ssh host key type beyond the profile's (RSA under emulation costs seconds)."""
+    assert len(result.network_stacks) == 1, f"network stacks started: {result.network_stacks}"
+    wanted = load_profile(os_name, release).ssh_host_key_types
+    assert result.host_key_types, "cloud-init printed no host key fingerprints"
+    assert set(result.host_key_types) <= set(wanted), f"host keys {result.host_key_types}, profile: {wanted}"
+    print(f"{os_name} {release}: network stack {result.network_stacks[0]}, host keys {result.host_key_types}")
 
 
 def assert_timeline(result, os_name, release):

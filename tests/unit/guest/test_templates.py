@@ -32,9 +32,12 @@ def test_production_agent_unit(tmp_path):
     text = render.render("guest-agent.service", context(tmp_path).template_context())
     assert "ExecStart=/usr/local/bin/guest-agent --config-dir=/etc/trove/conf.d" in text
     assert "Restart=always" in text and "KillMode=mixed" in text and "User=ubuntu" in text
-    assert "After=network.target syslog.service cloud-config.service docker.service" in text
+    # its start-up overlaps dockerd's (socket-activated): docker is wanted, not waited for
+    assert "After=network.target cloud-init.service docker.socket\n" in text
+    assert "Wants=syslog.service docker.service" in text
     assert "ConditionPathExists=/etc/trove/conf.d/guest_info.conf" in text
-    assert "Plugin.Activate" in text
+    assert "ExecStartPre=+/bin/chown -R ubuntu:root /etc/trove /var/log/trove" in text and "/usr/bin/sudo" not in text
+    assert "ExecStartPost=/usr/bin/curl -s --unix-socket /run/docker/plugins/docker-hostnic.sock" in text
     assert "rsync" not in text and "controller.conf" not in text
 
 
@@ -101,3 +104,68 @@ def test_uuids_derive_from_inputs(tmp_path):
     a, b = context(tmp_path), context(tmp_path / "other")
     assert a.stable_uuid("rootfs") == b.stable_uuid("rootfs")
     assert context(tmp_path, size_gb=9).stable_uuid("rootfs") != a.stable_uuid("rootfs")
+
+
+def test_only_the_profiles_host_key_types_are_generated(tmp_path):
+    ctx = context(tmp_path)
+    assert ctx.profile.ssh_host_key_types == ["ed25519"]
+    dropin = render.render("ssh-hostkeys.conf", ctx.template_context())
+    assert "ExecStartPre=/usr/bin/ssh-keygen -A" not in dropin and "-t rsa" not in dropin
+    assert "ssh-keygen -q -t ed25519" in dropin
+    assert "ExecStart=/usr/sbin/sshd -D $SSHD_OPTS -h /etc/ssh/ssh_host_ed25519_key\n" in dropin
+    user = render.render("cloud-default-user.cfg", ctx.template_context())
+    assert "ssh_genkeytypes: [ed25519]" in user
+
+
+def test_cloud_init_renders_one_network_stack_and_runs_few_modules(tmp_path):
+    import yaml
+    noble = context(tmp_path)
+    assert yaml.safe_load(render.render("cloud-boot.cfg", noble.template_context()))["system_info"] == {
+        "network": {"renderers": ["netplan"]}}
+    assert "networking.service" in noble.profile.boot_disabled_units
+    assert "systemd-networkd.service" not in noble.profile.boot_disabled_units
+    assert "netplan.io" in noble.profile.packages
+    # bionic: ifupdown, as on Debian (with netplan rendered it came up with its NIC down)
+    bionic = context(tmp_path, os="ubuntu", release="bionic")
+    assert bionic.profile.network_renderer == "eni" and "netplan.io" not in bionic.profile.packages
+    ctx = context(tmp_path, os="debian", release="bookworm")
+    cfg = yaml.safe_load(render.render("cloud-boot.cfg", ctx.template_context()))
+    assert cfg["system_info"]["network"]["renderers"] == ["eni"]
+    assert "write_files" in cfg["cloud_init_modules"] and "runcmd" in cfg["cloud_config_modules"]
+    assert "keys_to_console" in cfg["cloud_final_modules"]
+    assert not {"mounts", "apt_configure", "grub_dpkg"} & set(sum(
+        (cfg[k] for k in ("cloud_init_modules", "cloud_config_modules", "cloud_final_modules")), []))
+    assert "systemd-networkd-wait-online.service" in ctx.profile.boot_disabled_units
+
+
+def test_apparmor_profiles_of_absent_programs_are_disabled(tmp_path):
+    from builder.stages.system import disable_absent_apparmor_profiles
+    root = tmp_path / "root"
+    (root / "etc/apparmor.d").mkdir(parents=True)
+    (root / "usr/sbin").mkdir(parents=True)
+    (root / "usr/sbin/rsyslogd").write_text("")
+    aa = root / "etc/apparmor.d"
+    (aa / "chrome").write_text("abi <abi/4.0>,\ninclude <tunables/global>\n\n"
+                               "profile chrome /opt/google/chrome/chrome flags=(unconfined) {\n  userns,\n}\n")
+    (aa / "usr.sbin.rsyslogd").write_text("#include <tunables/global>\n/usr/sbin/rsyslogd {\n}\n")
+    (aa / "lsb_release").write_text("profile lsb_release @{exec_path} {\n}\n")
+    (aa / "unix-chkpwd").write_text("profile unix-chkpwd /{,usr/}{,s}bin/rsyslogd {\n}\n")
+    (aa / "firefox").write_text(
+        "profile firefox /{usr/lib/firefox{,-esr},opt/firefox}/firefox{,-bin} flags=(unconfined) {\n}\n")
+    (aa / "tunables").mkdir()
+    assert disable_absent_apparmor_profiles(root) == ["chrome", "firefox"]
+    assert os.readlink(aa / "disable/chrome") == "/etc/apparmor.d/chrome"
+    assert disable_absent_apparmor_profiles(root) == ["chrome", "firefox"]  # again: idempotent
+
+
+def test_every_release_masks_the_other_network_stack_and_not_its_own():
+    from builder.profile import available, load
+    units = {"eni": {"networking.service"}, "netplan": {"systemd-networkd.service"}}
+    for os_name, releases in available().items():
+        for release in releases:
+            profile = load(os_name, release)
+            masked = set(profile.boot_disabled_units)
+            own = units[profile.network_renderer]
+            other = set().union(*(u for r, u in units.items() if r != profile.network_renderer))
+            assert not own & masked, f"{os_name}/{release} masks its own stack: {own & masked}"
+            assert other <= masked, f"{os_name}/{release} leaves {other - masked} to start"

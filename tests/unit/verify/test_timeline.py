@@ -231,3 +231,26 @@ def test_an_agent_that_keeps_failing_is_named_with_its_exit():
         "guest-agent.service failed 3 times at boot (Control process exited, code=exited, status=56/n/a)")
     # systemd's lines on the console without the watch's tag are not counted
     assert timeline.agent_unit_failure(exited.replace("trove-boot-watch: ", "") * 3) is None
+
+
+def test_the_e2e_lean_boot_check_fails_on_a_second_stack_or_another_key_type():
+    """tests/e2e/boots.py's assert_boots_lean, shown failing on consoles as main printed them before
+    issue 10 (two stacks; RSA beside ed25519; no fingerprint block) and passing on a lean one."""
+    import types
+
+    import pytest
+
+    from tests.e2e.boots import assert_boots_lean
+
+    def result(text: str):
+        return types.SimpleNamespace(network_stacks=timeline.network_stacks(text),
+                                     host_key_types=timeline.host_key_types(text))
+
+    with pytest.raises(AssertionError, match="network stacks started"):
+        assert_boots_lean(result(NOBLE), "ubuntu", "noble")
+    one_stack_rsa = NOBLE.replace("         Starting networking.service - Raise network interfaces...\n", "")
+    with pytest.raises(AssertionError, match="host keys"):
+        assert_boots_lean(result(one_stack_rsa), "ubuntu", "noble")
+    with pytest.raises(AssertionError, match="no host key fingerprints"):
+        assert_boots_lean(result(BIONIC.split("-----BEGIN")[0]), "ubuntu", "bionic")
+    assert_boots_lean(result(BIONIC), "ubuntu", "bionic")  # ifupdown alone, ed25519: lean
