@@ -9,10 +9,10 @@ each side, their spread (min-max) and after/before of the medians, plus the medi
 (same-round) ratios. Writes bench/boot-results.md and .json after every boot, so an interrupted
 run still leaves what it measured.
 
---parallel boots every image of a round at the same time instead (threads, one QEMU and broker
-each), for a machine so loaded that sequential boots would not fit the time there is: the pair
-then sees the same load at the same moment. It leans against the new image: once it has answered,
-the reference boot gets its CPU share.
+--parallel boots each release's pair at the same time instead (two threads, one QEMU and broker
+each; the releases one after another), for a machine so loaded that sequential boots would not fit
+the time there is: the pair then sees the same load at the same moment. It leans against the new
+image: once it has answered, the reference boot gets its CPU share.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def write_report(data: dict, out_dir: Path) -> None:
     lines = ["# First boot: new images against reference images (`make bench-boot`)", "",
              f"Run {data['started']} to {data.get('finished', '(running)')} on {data['host']}; "
              f"TCG, 2 vCPU, 2 GiB, config drive, blank 2 GiB data disk; {data['rounds']} round(s), "
-             + ("all images of a round booted at once (--parallel). " if data.get("mode") == "parallel" else
+             + ("each release's pair booted at once (--parallel). " if data.get("mode") == "parallel" else
                 "before/after alternating (order swapped each round). ") + "Seconds since QEMU started: "
              "median (min-max). ratio = after/before of the medians; paired = median of the "
              "same-round ratios.", "",
@@ -144,7 +144,7 @@ def main() -> None:
     parser.add_argument("--console-dir", type=Path, default=None, help="Keep every serial console here.")
     parser.add_argument("--timeout", type=float, default=1800.0,
                         help="Seconds per boot (a loaded machine's TCG is slow).")
-    parser.add_argument("--parallel", action="store_true", help="Boot a round's images all at once (see above).")
+    parser.add_argument("--parallel", action="store_true", help="Boot each release's pair at once (see above).")
     args = parser.parse_args()
     releases = [r for r in args.releases.split(",") if r]
     unknown = [r for r in releases if r not in RELEASES]
@@ -176,17 +176,17 @@ def main() -> None:
             write_report(data, args.out_dir)
 
     for rnd in range(1, args.rounds + 1):
-        jobs = [(release, side) for release in releases
-                for side in (("before", "after") if rnd % 2 else ("after", "before"))]
-        if args.parallel:
-            threads = [threading.Thread(target=one, args=(rnd, release, side)) for release, side in jobs]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-        else:
-            for release, side in jobs:
-                one(rnd, release, side)
+        for release in releases:
+            sides = ("before", "after") if rnd % 2 else ("after", "before")
+            if args.parallel:
+                threads = [threading.Thread(target=one, args=(rnd, release, side)) for side in sides]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+            else:
+                for side in sides:
+                    one(rnd, release, side)
     data["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     write_report(data, args.out_dir)
     print((args.out_dir / "boot-results.md").read_text())
