@@ -67,13 +67,18 @@ def _create_guest_user(ctx: BuildContext, chroot: Chroot) -> None:
     )
 
 
-def _disable_boot_units(ctx: BuildContext, chroot: Chroot) -> None:
-    """The profile's boot_disabled_units (the network stack cloud-init does not render for) are
-    neither started at boot nor pulled in by another unit; absent ones are skipped."""
-    present = [unit for unit in ctx.profile.boot_disabled_units
-               if any((ctx.rootfs / d / unit).exists() for d in ("lib/systemd/system", "usr/lib/systemd/system"))]
-    if present:
-        chroot.run(["systemctl", "mask", *present])
+def _select_boot_units(ctx: BuildContext, chroot: Chroot) -> None:
+    """The profile's boot_enabled_units (the network stack cloud-init renders for, where nothing
+    else enables it) are started at boot; its boot_disabled_units (the other stacks) are neither
+    started nor pulled in by another unit. Absent ones are skipped."""
+    def present(units: list[str]) -> list[str]:
+        return [unit for unit in units
+                if any((ctx.rootfs / d / unit).exists() for d in ("lib/systemd/system", "usr/lib/systemd/system"))]
+
+    if enabled := present(ctx.profile.boot_enabled_units):
+        chroot.run(["systemctl", "enable", *enabled])
+    if masked := present(ctx.profile.boot_disabled_units):
+        chroot.run(["systemctl", "mask", *masked])
 
 
 # The program an AppArmor profile attaches to: `profile <name> <path> ... {` or `<path> ... {`.
@@ -139,6 +144,6 @@ def run_stage(ctx: BuildContext) -> None:
         for rules in ("rules.v4", "rules.v6"):
             (ctx.rootfs / "etc/iptables" / rules).unlink(missing_ok=True)
         chroot.run(["systemctl", "enable", "docker.service", "ssh.service", "chrony.service"])
-        _disable_boot_units(ctx, chroot)
+        _select_boot_units(ctx, chroot)
         disabled = disable_absent_apparmor_profiles(ctx.rootfs)
         ctx.log.write(f"system: {len(disabled)} AppArmor profiles of absent programs disabled: {' '.join(disabled)}\n")

@@ -39,6 +39,7 @@ from builder.verify.timeline import (
     guest_report_cloud_config,
     host_key_types,
     merge_cloud_configs,
+    network_down,
     network_stacks,
     parse_guest_report,
     render_timeline,
@@ -158,6 +159,9 @@ def render_result_table(result: BootTestResult) -> str:
         if report["critical_chain"]:
             lines += ["  Guest's critical chain to guest-agent.service:"]
             lines += [f"    {line}" for line in report["critical_chain"]]
+        if report.get("cloud_init_blame"):
+            lines += ["  cloud-init's slowest steps (cloud-init analyze blame):"]
+            lines += [f"    {line}" for line in report["cloud_init_blame"][:8]]
     if result.checks:
         name_w = max(len(c.name) for c in result.checks)
         lines += ["", "  Checks"]
@@ -366,7 +370,8 @@ def _drive_guest(result: BootTestResult, client: GuestClient, vm, watcher: Conso
             return exit_reason
         if "kernel" not in watcher.seen and vm.elapsed() > KERNEL_WATCHDOG:
             return "no kernel output"
-        return agent_unit_failure(vm.console.text())
+        text = vm.console.text()
+        return agent_unit_failure(text) or network_down(text)
 
     def remaining() -> float:
         return max(0.0, deadline - time.monotonic())

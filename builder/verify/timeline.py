@@ -107,6 +107,7 @@ for u in {units}; do
     | tr '\n' ' ' | say unit; echo
 done
 ls /etc/ssh/ 2>&1 | grep '_key.pub$' | say hostkey
+cloud-init analyze blame 2>&1 | head -n 25 | say ciblame
 echo "{tag}" end
 """
 
@@ -138,6 +139,25 @@ def merge_cloud_configs(*configs: dict) -> dict:
     return merged
 
 
+# A row of cloud-init's "Net device info" table: | Device | Up | Address | Mask | Scope | Hw-Address |
+_NET_DEVICE_ROW = re.compile(r"ci-info: \|\s*(\S+)\s*\|\s*(?:True|False)\s*\|\s*(\S+)\s*\|")
+
+
+def network_down(console_text: str) -> str | None:
+    """Why the agent can never reach the broker, once cloud-init's init stage (which runs when the
+    network should be up) printed its interfaces and none but lo has an address (else None)."""
+    start = console_text.find("Net device info")
+    end = console_text.find("Route IPv", start) if start >= 0 else -1
+    if end < 0:  # no table yet, or not all of it
+        return None
+    rows = [(device, address) for device, address in _NET_DEVICE_ROW.findall(console_text[start:end])
+            if device not in ("Device", "lo")]
+    if not rows or any(address != "." for _, address in rows):
+        return None
+    devices = ", ".join(sorted({device for device, _ in rows}))
+    return f"the guest's network did not come up: cloud-init found no address on {devices} (its Net device info)"
+
+
 def agent_unit_failure(console_text: str) -> str | None:
     """Why the agent cannot start, once AGENT_FAILURES_FATAL of its runs failed other than by a
     timeout (else None)."""
@@ -167,6 +187,7 @@ class GuestReport:
     blame: list[str] = field(default_factory=list)
     units: dict[str, dict[str, float | None]] = field(default_factory=dict)  # unit -> started/active
     host_key_files: list[str] = field(default_factory=list)
+    cloud_init_blame: list[str] = field(default_factory=list)  # `cloud-init analyze blame`: its slowest steps
 
 
 def first_seen(text: str, pattern: str) -> re.Match | None:
@@ -210,6 +231,8 @@ def parse_guest_report(console_text: str) -> GuestReport | None:
             report.blame.append(rest.strip())
         elif kind == "hostkey":
             report.host_key_files.append(rest.strip())
+        elif kind == "ciblame" and re.match(r"\s*[\d.]+s \(", rest):  # not its headers nor its count
+            report.cloud_init_blame.append(rest.strip())
         elif kind == "unit":
             props = dict(p.split("=", 1) for p in rest.split() if "=" in p)
             if props.get("LoadState") == "loaded":

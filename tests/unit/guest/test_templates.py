@@ -120,8 +120,9 @@ def test_only_the_profiles_host_key_types_are_generated(tmp_path):
 def test_cloud_init_renders_one_network_stack_and_runs_few_modules(tmp_path):
     import yaml
     noble = context(tmp_path)
+    # noble: systemd-networkd's files, no `netplan generate` at boot
     assert yaml.safe_load(render.render("cloud-boot.cfg", noble.template_context()))["system_info"] == {
-        "network": {"renderers": ["netplan"]}}
+        "network": {"renderers": ["networkd"]}}
     assert "networking.service" in noble.profile.boot_disabled_units
     assert "systemd-networkd.service" not in noble.profile.boot_disabled_units
     assert "netplan.io" in noble.profile.packages
@@ -160,12 +161,16 @@ def test_apparmor_profiles_of_absent_programs_are_disabled(tmp_path):
 
 def test_every_release_masks_the_other_network_stack_and_not_its_own():
     from builder.profile import available, load
-    units = {"eni": {"networking.service"}, "netplan": {"systemd-networkd.service"}}
+    stack = {"eni": "ifupdown", "netplan": "networkd", "networkd": "networkd"}  # renderer -> what brings it up
+    units = {"ifupdown": {"networking.service"}, "networkd": {"systemd-networkd.service"}}
     for os_name, releases in available().items():
         for release in releases:
             profile = load(os_name, release)
             masked = set(profile.boot_disabled_units)
-            own = units[profile.network_renderer]
-            other = set().union(*(u for r, u in units.items() if r != profile.network_renderer))
+            own = units[stack[profile.network_renderer]]
+            other = set().union(*(u for s, u in units.items() if s != stack[profile.network_renderer]))
             assert not own & masked, f"{os_name}/{release} masks its own stack: {own & masked}"
             assert other <= masked, f"{os_name}/{release} leaves {other - masked} to start"
+            # nothing but netplan's generator enables networkd: rendering its files alone leaves the NIC down
+            if profile.network_renderer == "networkd":
+                assert "systemd-networkd.service" in profile.boot_enabled_units, f"{os_name}/{release}"

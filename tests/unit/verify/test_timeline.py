@@ -83,6 +83,10 @@ trove-boot-report: unit Id=docker.service LoadState=loaded InactiveExitTimestamp
 trove-boot-report: unit Id=networking.service LoadState=not-found InactiveExitTimestampMonotonic=0 ActiveEnterTimestampMonotonic=0
 trove-boot-report: unit Id=guest-agent.service LoadState=loaded InactiveExitTimestampMonotonic=62000000 ActiveEnterTimestampMonotonic=62500000
 trove-boot-report: hostkey ssh_host_ed25519_key.pub
+trove-boot-report: ciblame -- Boot Record 01 --
+trove-boot-report: ciblame      03.54600s (init-local/search-ConfigDrive)
+trove-boot-report: ciblame      03.22500s (modules-config/config-set_passwords)
+trove-boot-report: ciblame 1 boot records analyzed
 trove-boot-report: end
 """
 
@@ -98,6 +102,8 @@ def test_guest_report_parsed_and_placed_on_the_host_clock():
     assert report.units == {"docker.service": {"started": 50.2, "active": 60.2},
                             "guest-agent.service": {"started": 62.0, "active": 62.5}}
     assert report.host_key_files == ["ssh_host_ed25519_key.pub"]
+    assert report.cloud_init_blame == ["03.54600s (init-local/search-ConfigDrive)",
+                                       "03.22500s (modules-config/config-set_passwords)"]
     events = timeline.build_timeline({"kernel": 10.0, "login_prompt": 80.0}, {"first_rpc_ping": 95.0}, report)
     assert [(e.name, e.seconds, e.source) for e in events] == [
         ("kernel", 10.0, "console"), ("unit:docker.service", 70.2, "guest"),
@@ -254,3 +260,34 @@ def test_the_e2e_lean_boot_check_fails_on_a_second_stack_or_another_key_type():
     with pytest.raises(AssertionError, match="no host key fingerprints"):
         assert_boots_lean(result(BIONIC.split("-----BEGIN")[0]), "ubuntu", "bionic")
     assert_boots_lean(result(BIONIC), "ubuntu", "bionic")  # ifupdown alone, ed25519: lean
+
+
+# cloud-init's interface table as a noble guest printed it with systemd-networkd's files rendered
+# but networkd never started (its NIC down), and as a healthy one printed it.
+NIC_DOWN = """\
+[   49.142988] cloud-init[456]: ci-info: +++++++++++++++++++++++++++Net device info++++++++++++++++++++++++++++
+[   49.145351] cloud-init[456]: ci-info: +--------+-------+-----------+-----------+-------+-------------------+
+[   49.146588] cloud-init[456]: ci-info: | Device |   Up  |  Address  |    Mask   | Scope |     Hw-Address    |
+[   49.147690] cloud-init[456]: ci-info: +--------+-------+-----------+-----------+-------+-------------------+
+[   49.148661] cloud-init[456]: ci-info: |  ens3  | False |     .     |     .     |   .   | 52:54:00:12:34:56 |
+[   49.149852] cloud-init[456]: ci-info: |   lo   |  True | 127.0.0.1 | 255.0.0.0 |  host |         .         |
+[   49.150998] cloud-init[456]: ci-info: |   lo   |  True |  ::1/128  |     .     |  host |         .         |
+[   49.152173] cloud-init[456]: ci-info: +--------+-------+-----------+-----------+-------+-------------------+
+[   49.152967] cloud-init[456]: ci-info: +++++++++++++++++++Route IPv6 info+++++++++++++++++++
+"""
+NIC_UP = """\
+[  103.539188] cloud-init[500]: ci-info: ++++++++++++++++++++++++++++++Net device info++++++++++++++++++++++++++
+[  103.556975] cloud-init[500]: ci-info: | Device |  Up  |          Address           |      Mask     | Scope  |
+[  103.573811] cloud-init[500]: ci-info: |  ens3  | True |         10.0.2.15          | 255.255.255.0 | global |
+[  103.586707] cloud-init[500]: ci-info: |  ens3  | True | fe80::5054:ff:fe12:3456/64 |       .       |  link  |
+[  103.596835] cloud-init[500]: ci-info: |   lo   | True |         127.0.0.1          |   255.0.0.0   |  host  |
+[  103.613672] cloud-init[500]: ci-info: ++++++++++++++++++++++++++++Route IPv4 info+++++++++++++++++++++++++
+"""
+
+
+def test_a_guest_whose_network_never_came_up_is_named_at_once():
+    assert timeline.network_down(NIC_DOWN) == (
+        "the guest's network did not come up: cloud-init found no address on ens3 (its Net device info)")
+    assert timeline.network_down(NIC_UP) is None
+    assert timeline.network_down(NIC_DOWN.split("Route IPv6")[0]) is None  # table not finished yet: wait
+    assert timeline.network_down("") is None
