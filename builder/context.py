@@ -21,6 +21,7 @@ TROVE_DIRS = ["/etc/trove", "/etc/trove/conf.d", "/etc/trove/certs", "/var/lib/t
               "/var/log/trove", "/opt/trove-guestagent"]
 GUEST_CA_PATH = "/tmp/trove-builder-ca.pem"
 PRELOAD_DIR = "/var/lib/trove-builder/preload"  # the --preload-image archives in the guest
+AGENT_READY_FLAG = "/run/trove-guest-agent.ready"  # guest-agent-setup.service has run (this boot)
 
 
 @dataclass
@@ -101,4 +102,5 @@ class BuildContext:
             "docker_plugin": self.results.get("docker_plugin", False),
             "preload_images": bool(spec.preload_images),
             "preload_dir": PRELOAD_DIR,
+            "agent_ready_flag": AGENT_READY_FLAG,
         }

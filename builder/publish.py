@@ -21,9 +21,11 @@ from builder.lock.lockfile import Lock
 DEVIATIONS = [
     "no unauthenticated apt configuration; Docker's repository (if used) has a signed-by keyring",
     "guest user password locked; keypair access only",
-    "guest-agent.service ordered after cloud-init.service (its write_files) and docker.socket (dockerd is "
-    "socket-activated: its start overlaps the agent's), not after syslog.service (/dev/log is journald's), "
-    "ConditionPathExists=/etc/trove/conf.d/guest_info.conf, RestartSec=5",
+    "guest-agent.service started after local-fs.target (its imports beside cloud-init's stages): "
+    "/usr/local/bin/guest-agent is a launcher that imports trove.cmd.guest, waits for guest-agent-setup.service "
+    "(after cloud-init.service, ConditionPathExists=/etc/trove/conf.d/guest_info.conf: the chown and the "
+    "docker-hostnic Plugin.Activate, upstream's pre-start steps) and runs its main(); exit 78 outside Trove "
+    "(no restart), RestartSec=5",
     "no private key in production images; dev images carry only an operator-supplied key",
     "trove-image-loader and fix-default-route only in dev images; image pulls are best effort",
     "agent version pinned per release profile, constraints = the resolved venv (/opt/upper-constraints.txt)",

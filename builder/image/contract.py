@@ -59,7 +59,7 @@ class ContractChecker:
         wants = "/etc/systemd/system/multi-user.target.wants"
         units = set(self.img.listdir(wants)) | {f"sockets/{u}" for u in
                                                  self.img.listdir("/etc/systemd/system/sockets.target.wants")}
-        need = {"guest-agent.service", "docker.service"}
+        need = {"guest-agent.service", "docker.service"} | (set() if self.dev_mode else {"guest-agent-setup.service"})
         problems = [u for u in need if u not in units]
         if self.img.exists(f"{VENV}/bin/trove-docker-plugin") and "sockets/docker-hostnic.socket" not in units:
             problems.append("docker-hostnic.socket")
@@ -78,10 +78,12 @@ class ContractChecker:
                 if n.lower().startswith("trove-") and n.endswith(".dist-info")]
         if self.agent_version and f"trove-{self.agent_version}.dist-info" not in dist:
             problems.append(f"trove {self.agent_version} not installed (found {dist})")
-        if not self.dev_mode:
-            link = self.img.stat("/usr/local/bin/guest-agent")
-            if not link or link.link != f"{VENV}/bin/trove-guestagent":
-                problems.append("/usr/local/bin/guest-agent is not the venv's trove-guestagent")
+        if not self.dev_mode:  # the launcher (builder/templates/guest-agent): the venv's python, trove's main()
+            entry = self.img.stat("/usr/local/bin/guest-agent")
+            text = self.img.read("/usr/local/bin/guest-agent", follow=False) or ""
+            launches = text.startswith(f"#!{VENV}/bin/python3\n") and "from trove.cmd.guest import main" in text
+            if not entry or entry.kind != "regular" or not entry.mode & 0o111 or not launches:
+                problems.append("/usr/local/bin/guest-agent does not start the venv's trove.cmd.guest")
         return not problems, "; ".join(problems) or f"{dist}"
 
     def sudoers(self):

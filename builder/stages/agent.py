@@ -87,9 +87,8 @@ def _trove_tree(ctx: BuildContext) -> None:
         for name in dirnames + filenames:
             os.lchown(os.path.join(dirpath, name), uid, 0)
     os.chown(venv, uid, 0)
+    # /usr/local/bin/guest-agent is the launcher from builder/templates (production) or dev mode's own.
     links = {"/usr/local/bin/trove-docker-plugin": f"{VENV}/bin/trove-docker-plugin"}
-    if not ctx.spec.dev_mode:
-        links["/usr/local/bin/guest-agent"] = f"{VENV}/bin/trove-guestagent"
     for link, target in links.items():
         if not (ctx.rootfs / target.lstrip("/")).exists():
             continue

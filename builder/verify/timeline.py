@@ -40,6 +40,10 @@ CONSOLE_MILESTONES: dict[str, tuple[str, str]] = {
     "cloud_config": ("cloud-init modules:config", r"Cloud-init v\. \S+ running 'modules:config'"),
     "docker": ("docker.service started", r"Started (?:docker\.service - )?Docker Application Container Engine"),
     "agent_unit": ("guest-agent.service started", r"Started (?:guest-agent\.service - )?OpenStack Trove Guest Agent"),
+    # the agent, started early, goes on to its main() from here (builder/templates/guest-agent)
+    "agent_setup": ("guest-agent-setup.service finished",
+                    r"(?:Finished|Started) (?:guest-agent-setup\.service - )?"
+                    r"Make Trove's config ready for the guest agent"),
     "multi_user": ("multi-user.target", r"Reached target (?:multi-user\.target - )?Multi-User System"),
     "login_prompt": ("login prompt", LOGIN_PROMPT),
     "cloud_final": ("cloud-init modules:final", r"Cloud-init v\. \S+ running 'modules:final'"),
@@ -60,7 +64,7 @@ HOST_KEY_LINE = r"\b\d+ (?:SHA256|MD5):\S+ .*\((RSA|DSA|ECDSA|ED25519)\)\s*$"
 HOST_KEYS_BLOCK = r"-----BEGIN SSH HOST KEY FINGERPRINTS-----(.*?)-----END SSH HOST KEY FINGERPRINTS-----"
 
 WATCH_TAG = "trove-boot-watch:"
-WATCHED_UNITS = ("docker.service", "guest-agent.service")
+WATCHED_UNITS = ("docker.service", "guest-agent.service", "guest-agent-setup.service")
 AGENT_UNIT = "guest-agent.service"
 # The agent unit restarts forever (Restart=always): this many failed runs in one boot are not a
 # slow start but an agent that cannot start.
@@ -89,6 +93,7 @@ REPORT_UNITS = (
     "systemd-networkd.service", "systemd-networkd-wait-online.service", "networking.service",
     "cloud-init-local.service", "cloud-init.service", "cloud-init-network.service", "network-online.target",
     "cloud-config.service", "ssh.service", "containerd.service", "docker.service", "guest-agent.service",
+    "guest-agent-setup.service",
     "multi-user.target", "cloud-final.service",
 )
 # Runs in the guest as a transient unit started by cloud-init's bootcmd: waits until boot has

@@ -67,7 +67,7 @@ CASES = {
     "agent-unit-off": BadImage("units enabled", "missing/wrong: guest-agent.service",
                                ["rm /etc/systemd/system/multi-user.target.wants/guest-agent.service"]),
     "entry-point-gone": BadImage("agent venv and entry points",
-                                 "/usr/local/bin/guest-agent is not the venv's trove-guestagent",
+                                 "/usr/local/bin/guest-agent does not start the venv's trove.cmd.guest",
                                  ["rm /usr/local/bin/guest-agent"]),
     "sudoers-0644": BadImage("sudoers 0440 root:root", "mode=0o644 owner=(0, 0)",
                              ["sif /etc/sudoers.d/60_trove_guest mode 0100644"]),

@@ -29,16 +29,27 @@ def fake_root(tmp_path: Path, user: str = "ubuntu") -> Path:
 
 
 def test_production_agent_unit(tmp_path):
-    text = render.render("guest-agent.service", context(tmp_path).template_context())
+    ctx = context(tmp_path)
+    ctx.results["docker_plugin"] = True
+    text = render.render("guest-agent.service", ctx.template_context())
     assert "ExecStart=/usr/local/bin/guest-agent --config-dir=/etc/trove/conf.d" in text
     assert "Restart=always" in text and "KillMode=mixed" in text and "User=ubuntu" in text
-    # its start-up overlaps dockerd's (socket-activated): docker is wanted, not waited for
-    assert "After=network.target cloud-init.service docker.socket\n" in text
-    assert "Wants=syslog.service docker.service" in text
-    assert "ConditionPathExists=/etc/trove/conf.d/guest_info.conf" in text
+    # started early (its imports beside cloud-init's stages); its launcher waits for the setup unit
+    assert "DefaultDependencies=no\nAfter=local-fs.target systemd-tmpfiles-setup.service\n" in text
+    assert "cloud-init" not in text.split("[Service]")[1]
+    assert "Wants=guest-agent-setup.service syslog.service docker.service" in text
+    assert "SuccessExitStatus=78\nRestartPreventExitStatus=78" in text  # quiet outside Trove
     assert "ExecStartPre=+/bin/chown -R ubuntu:root /etc/trove /var/log/trove" in text and "/usr/bin/sudo" not in text
-    assert "ExecStartPost=/usr/bin/curl -s --unix-socket /run/docker/plugins/docker-hostnic.sock" in text
     assert "rsync" not in text and "controller.conf" not in text
+    setup = render.render("guest-agent-setup.service", ctx.template_context())
+    assert "After=cloud-init.service docker.socket" in setup
+    assert "ConditionPathExists=/etc/trove/conf.d/guest_info.conf" in setup
+    assert setup.index("ExecStart=/bin/chown -R ubuntu:root") < setup.index("Plugin.Activate") < setup.index(
+        "ExecStart=/bin/touch /run/trove-guest-agent.ready")
+    launcher = render.render("guest-agent", ctx.template_context())
+    assert launcher.startswith("#!/opt/guest-agent-venv/bin/python3\n")
+    assert 'READY = "/run/trove-guest-agent.ready"' in launcher
+    compile(launcher, "guest-agent", "exec")  # valid Python (the guest runs it; no trove here)
 
 
 def test_dev_agent_unit_syncs_from_the_controller(tmp_path):
