@@ -148,7 +148,8 @@ def test_preload_stage_puts_archives_and_their_loader_into_the_guest(tmp_path):
     assert inside.read_bytes() == archive.read_bytes()
     assert inside.with_suffix(".tags").read_text() == "example/db:1.0\n"
     unit = (ctx.rootfs / "etc/systemd/system/trove-preload-images.service").read_text()
-    assert "Before=guest-agent.service" in unit and "After=docker.service" in unit
+    # before the agent goes on to its main() (the launcher waits for guest-agent-setup.service)
+    assert "Before=guest-agent-setup.service" in unit and "After=docker.service" in unit
     link = ctx.rootfs / "etc/systemd/system/multi-user.target.wants/trove-preload-images.service"
     assert link.is_symlink() and str(link.readlink()) == "/etc/systemd/system/trove-preload-images.service"
     assert ctx.results["preload_images"][0]["sha256"] == digest
