@@ -86,6 +86,7 @@ class Profile:
     cloud_init_modules: list[str]  # cloud-init's module lists: only what a Trove guest uses
     cloud_config_modules: list[str]
     cloud_final_modules: list[str]
+    cloud_init_single_process: bool  # one cloud-init process for its four stages (cloud-init >= 24.3)
     pip_bootstrap: str = "pip"  # the requirement pip upgrades itself to before installing the agent
 
     @classmethod

@@ -283,6 +283,9 @@ class BuildSpec:
             raise UsageError("--offline needs --lock FILE: an offline build installs what a lock names")
         if self.ca_bundle is not None and not self.ca_bundle.is_file():
             raise UsageError(f"CA bundle {self.ca_bundle} is not a file")
+        if self.work_dir is not None and self.work_dir.is_dir() and any(self.work_dir.iterdir()):
+            # checked here, where the path is the one the user gave (in the builder container it is /work)
+            raise UsageError(f"work dir {self.work_dir} is not empty (a build fills a new or empty one)")
         self._validate_preload()
         return self
 

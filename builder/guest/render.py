@@ -67,8 +67,9 @@ def stage_files(stage: str, context: Mapping[str, Any]) -> Iterator[tuple[str, s
         when = entry.get("when")
         if when and not _env.compile_expression(when)(**context):
             continue
-        yield (_env.from_string(entry["path"]).render(**context), str(entry.get("mode", "0644")),
-               _env.from_string(entry.get("owner", "root:root")).render(**context), render(entry["template"], context))
+        values = {**context, **entry.get("vars", {})}  # one template for several files
+        yield (_env.from_string(entry["path"]).render(**values), str(entry.get("mode", "0644")),
+               _env.from_string(entry.get("owner", "root:root")).render(**values), render(entry["template"], values))
 
 
 def install_stage_files(root: Path, stage: str, context: Mapping[str, Any]) -> list[str]:

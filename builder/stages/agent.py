@@ -131,5 +131,8 @@ def run_stage(ctx: BuildContext) -> None:
         if ctx.spec.dev_mode:
             _dev_key(ctx, chroot)
         units = [Path(p).name for p in written if p.endswith((".service", ".socket", ".timer"))]
-        enable = [u for u in units if u not in ("docker-hostnic.service", "guest-log-collection.service")]
+        # The plugin's service: socket-activated in dev mode (its code comes with the agent's, from
+        # the controller), started at boot in a production image (docker-hostnic.service says why).
+        socket_activated = ("docker-hostnic.service",) if ctx.spec.dev_mode else ()
+        enable = [u for u in units if u not in (*socket_activated, "guest-log-collection.service")]
         chroot.run(["systemctl", "enable", *enable])

@@ -145,5 +145,7 @@ def run_stage(ctx: BuildContext) -> None:
             (ctx.rootfs / "etc/iptables" / rules).unlink(missing_ok=True)
         chroot.run(["systemctl", "enable", "docker.service", "ssh.service", "chrony.service"])
         _select_boot_units(ctx, chroot)
+        if ctx.profile.cloud_init_single_process:
+            chroot.run(["systemctl", "enable", "cloud-init-main.service"])
         disabled = disable_absent_apparmor_profiles(ctx.rootfs)
         ctx.log.write(f"system: {len(disabled)} AppArmor profiles of absent programs disabled: {' '.join(disabled)}\n")

@@ -67,6 +67,14 @@ def test_bad_user_name(tmp_path):
         spec(tmp_path, guest_user="Bad User").validate()
 
 
+def test_a_work_dir_with_files_is_refused_by_its_own_name(tmp_path):
+    (tmp_path / "wd").mkdir()
+    spec(tmp_path, work_dir=tmp_path / "wd").validate()  # empty: fine
+    (tmp_path / "wd" / "rootfs").mkdir()
+    with pytest.raises(UsageError, match=f"^work dir {tmp_path}/wd is not empty"):
+        spec(tmp_path, work_dir=tmp_path / "wd").validate()
+
+
 def test_dev_key_needs_dev_mode(tmp_path):
     key = tmp_path / "id"
     key.write_text("k")

@@ -44,8 +44,13 @@ def test_production_agent_unit(tmp_path):
     setup = render.render("guest-agent-setup.service", ctx.template_context())
     assert "After=cloud-init.service docker.socket" in setup
     assert "ConditionPathExists=/etc/trove/conf.d/guest_info.conf" in setup
-    assert setup.index("ExecStart=/bin/chown -R ubuntu:root") < setup.index("Plugin.Activate") < setup.index(
+    assert setup.index("ExecStart=/bin/chown -R ubuntu:root") < setup.index(
         "ExecStart=/bin/touch /run/trove-guest-agent.ready")
+    # the plugin is not on the agent's path: it starts by itself, after the setup unit
+    assert "Plugin.Activate" not in setup
+    plugin = render.render("docker-hostnic.service", ctx.template_context())
+    assert "After=network.target docker-hostnic.socket guest-agent-setup.service" in plugin
+    assert "ExecStart=/usr/local/bin/trove-docker-plugin" in plugin
     launcher = render.render("guest-agent", ctx.template_context())
     assert launcher.startswith("#!/opt/guest-agent-venv/bin/python3\n")
     assert 'READY = "/run/trove-guest-agent.ready"' in launcher
@@ -185,3 +190,24 @@ def test_every_release_masks_the_other_network_stack_and_not_its_own():
             # nothing but netplan's generator enables networkd: rendering its files alone leaves the NIC down
             if profile.network_renderer == "networkd":
                 assert "systemd-networkd.service" in profile.boot_enabled_units, f"{os_name}/{release}"
+
+
+@pytest.mark.parametrize("os_name,release,single", [("ubuntu", "noble", True), ("debian", "bookworm", False),
+                                                     ("ubuntu", "bionic", False)])
+def test_cloud_init_runs_in_one_process_where_the_profile_says(tmp_path, os_name, release, single):
+    ctx = context(tmp_path, os=os_name, release=release)
+    files = {path: text for path, _, _, text in render.stage_files("system", ctx.template_context())}
+    assert ("/etc/systemd/system/cloud-init-main.service" in files) is single
+    if not single:
+        assert not any("single-process.conf" in path for path in files)
+        return
+    main = files["/etc/systemd/system/cloud-init-main.service"]
+    assert "ExecStart=/usr/bin/cloud-init --all-stages" in main and "Type=notify" in main
+    assert "Before=cloud-init-local.service" in main
+    # each stage's unit keeps its name and order and signals its own socket (one template, four files)
+    for unit, stage in [("cloud-init-local", "local"), ("cloud-init", "network"), ("cloud-config", "config"),
+                        ("cloud-final", "final")]:
+        dropin = files[f"/etc/systemd/system/{unit}.service.d/single-process.conf"]
+        assert f"ExecStart=\nExecStart=/bin/sh -c 'echo start | nc -U /run/cloud-init/share/{stage}.sock | sh'" in dropin
+        assert "After=cloud-init-main.service" in dropin
+    assert "netcat-openbsd" in ctx.profile.packages
