@@ -91,9 +91,10 @@ _REPORT_END_LINE = re.compile(rf"^{re.escape(REPORT_END)}\s*$", re.MULTILINE)
 REPORT_UNITS = (
     "systemd-journald.service", "apparmor.service", "ldconfig.service", "netfilter-persistent.service",
     "systemd-networkd.service", "systemd-networkd-wait-online.service", "networking.service",
+    "cloud-init-main.service",  # one process for cloud-init's stages: active once its imports are done
     "cloud-init-local.service", "cloud-init.service", "cloud-init-network.service", "network-online.target",
     "cloud-config.service", "ssh.service", "containerd.service", "docker.service", "guest-agent.service",
-    "guest-agent-setup.service",
+    "guest-agent-setup.service", "docker-hostnic.service",
     "multi-user.target", "cloud-final.service",
 )
 # Runs in the guest as a transient unit started by cloud-init's bootcmd: waits until boot has

@@ -208,6 +208,7 @@ def test_cloud_init_runs_in_one_process_where_the_profile_says(tmp_path, os_name
     for unit, stage in [("cloud-init-local", "local"), ("cloud-init", "network"), ("cloud-config", "config"),
                         ("cloud-final", "final")]:
         dropin = files[f"/etc/systemd/system/{unit}.service.d/single-process.conf"]
-        assert f"ExecStart=\nExecStart=/bin/sh -c 'echo start | nc -U /run/cloud-init/share/{stage}.sock | sh'" in dropin
+        signal = f"/bin/sh -c 'echo start | nc -U /run/cloud-init/share/{stage}.sock | sh'"
+        assert f"ExecStart=\nExecStart={signal}" in dropin
         assert "After=cloud-init-main.service" in dropin
     assert "netcat-openbsd" in ctx.profile.packages
