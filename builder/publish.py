@@ -25,7 +25,7 @@ DEVIATIONS = [
     "/usr/local/bin/guest-agent is a launcher that imports trove.cmd.guest, waits for guest-agent-setup.service "
     "(after cloud-init.service, ConditionPathExists=/etc/trove/conf.d/guest_info.conf: the chown, upstream's "
     "pre-start step) and runs its main(); exit 78 outside Trove (no restart), RestartSec=5; docker-hostnic.service "
-    "started at boot after that unit, not by a Plugin.Activate call the agent waits for",
+    "enabled (started at boot), not by a Plugin.Activate call the agent waits for",
     "cloud-init's four stages in one process (cloud-init-main.service) where the profile turns it on (noble)",
     "no private key in production images; dev images carry only an operator-supplied key",
     "trove-image-loader and fix-default-route only in dev images; image pulls are best effort",

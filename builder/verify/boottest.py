@@ -52,6 +52,9 @@ DEFAULT_TIMEOUT = 900.0      # TCG boots are slow: the first rpc_ping may come 2
 KERNEL_WATCHDOG = 240.0      # no kernel line by then: the accelerator (or the boot loader) is stuck
 TAIL_LINES = 40
 CLOUD_INIT_MODULE_FAILURE = r"Running module \S+ \(.*\) failed|Failed to run module \S+"
+# systemd breaks an ordering cycle among the image's units by dropping one start job: a unit then
+# silently does not start at boot.
+ORDERING_CYCLE = r"Found ordering cycle on \S+"
 
 
 @dataclass
@@ -318,7 +321,7 @@ def run_boot_test(
         say(f"QEMU started ({vm.accel}: {vm.accel_reason}; firmware {firmware})")
         markers = {name: pattern for name, (_what, pattern) in CONSOLE_MILESTONES.items()}
         watcher = stack.enter_context(ConsoleWatcher(vm.console, {
-            **markers, "cloud_init_module_failure": CLOUD_INIT_MODULE_FAILURE}))
+            **markers, "cloud_init_module_failure": CLOUD_INIT_MODULE_FAILURE, "ordering_cycle": ORDERING_CYCLE}))
         broker_watch = stack.enter_context(BrokerConnectionWatch(vm.proc.pid, broker.port, vm.t0))
         try:
             _drive_guest(result, client, vm, watcher, deadline, rpc_timeout, data_disk_gb, root_gb,
@@ -408,6 +411,8 @@ def _drive_guest(result: BootTestResult, client: GuestClient, vm, watcher: Conso
     result.check("cloud-init modules", module_failure is None,
                  module_failure or "no module failures on the console", required=False)
     result.check("no emergency/panic", watcher.fatal_seen is None, watcher.fatal_seen or "")
+    cycle = watcher.matches.get("ordering_cycle")
+    result.check("no unit ordering cycle", cycle is None, cycle or "systemd found none")
     if controller is not None:
         result.check("code synced from controller", bool(controller.served),
                      f"rsync served {len(controller.served)} time(s), exit codes {controller.exit_codes}"

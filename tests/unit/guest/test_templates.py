@@ -49,7 +49,8 @@ def test_production_agent_unit(tmp_path):
     # the plugin is not on the agent's path: it starts by itself, after the setup unit
     assert "Plugin.Activate" not in setup
     plugin = render.render("docker-hostnic.service", ctx.template_context())
-    assert "After=network.target docker-hostnic.socket guest-agent-setup.service" in plugin
+    assert "After=network.target docker-hostnic.socket\nBefore=docker.service" in plugin
+    assert "StartupCPUWeight=20" in plugin
     assert "ExecStart=/usr/local/bin/trove-docker-plugin" in plugin
     launcher = render.render("guest-agent", ctx.template_context())
     assert launcher.startswith("#!/opt/guest-agent-venv/bin/python3\n")

@@ -291,3 +291,15 @@ def test_a_guest_whose_network_never_came_up_is_named_at_once():
     assert timeline.network_down(NIC_UP) is None
     assert timeline.network_down(NIC_DOWN.split("Route IPv6")[0]) is None  # table not finished yet: wait
     assert timeline.network_down("") is None
+
+
+def test_an_ordering_cycle_on_the_console_is_found_and_a_clean_boot_is_not():
+    import re
+
+    from builder.verify.boottest import ORDERING_CYCLE
+    cycle = ("[    9.161351] systemd[1]: docker.service: Found ordering cycle on docker-hostnic.service/start\n"
+             "[    9.162217] systemd[1]: docker.service: Found dependency on trove-preload-images.service/start\n")
+    found = re.search(ORDERING_CYCLE, cycle, re.MULTILINE)
+    assert found and found.group(0) == "Found ordering cycle on docker-hostnic.service/start"
+    clean = "[  OK  ] Started docker-hostnic.service - Trove docker-hostnic network plugin.\n"
+    assert re.search(ORDERING_CYCLE, clean, re.MULTILINE) is None
