@@ -149,8 +149,6 @@ def run_pipeline(spec: BuildSpec, emit: Emitter | None = None) -> dict:
     workdirs.reap_stale(spec.cache_dir, emit.message)
     work_dir = spec.work_dir or (spec.cache_dir / "work"
                                  / f"build-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}")
-    if work_dir.exists() and any(work_dir.iterdir()):
-        raise BuilderError(f"work dir {work_dir} is not empty")
     claim = workdirs.claim(work_dir, owned=spec.work_dir is None)
     work_dir.mkdir(parents=True, exist_ok=True)
     # Every command of this build inherits it: if the build is killed, the next one knows them by it.

@@ -46,7 +46,7 @@ def test_production_agent_unit(tmp_path):
     assert "ConditionPathExists=/etc/trove/conf.d/guest_info.conf" in setup
     assert setup.index("ExecStart=/bin/chown -R ubuntu:root") < setup.index(
         "ExecStart=/bin/touch /run/trove-guest-agent.ready")
-    # the plugin is not on the agent's path: it starts by itself, after the setup unit
+    # the plugin is not on the agent's path: enabled, it starts at boot before dockerd, as upstream orders it
     assert "Plugin.Activate" not in setup
     plugin = render.render("docker-hostnic.service", ctx.template_context())
     assert "After=network.target docker-hostnic.socket\nBefore=docker.service" in plugin

@@ -8,6 +8,7 @@ import socket
 import yaml
 
 from builder.verify import timeline
+from builder.verify.boottest import ORDERING_CYCLE
 from builder.verify.configdrive import cloud_config_user_data
 
 # Lines as noble (systemd 255: "<unit> - <description>") and bionic (237: description only) print them.
@@ -294,9 +295,6 @@ def test_a_guest_whose_network_never_came_up_is_named_at_once():
 
 
 def test_an_ordering_cycle_on_the_console_is_found_and_a_clean_boot_is_not():
-    import re
-
-    from builder.verify.boottest import ORDERING_CYCLE
     cycle = ("[    9.161351] systemd[1]: docker.service: Found ordering cycle on docker-hostnic.service/start\n"
              "[    9.162217] systemd[1]: docker.service: Found dependency on trove-preload-images.service/start\n")
     found = re.search(ORDERING_CYCLE, cycle, re.MULTILINE)
