@@ -59,8 +59,13 @@ class ContractChecker:
         wants = "/etc/systemd/system/multi-user.target.wants"
         units = set(self.img.listdir(wants)) | {f"sockets/{u}" for u in
                                                  self.img.listdir("/etc/systemd/system/sockets.target.wants")}
-        need = {"guest-agent.service", "docker.service"} | (set() if self.dev_mode else {"guest-agent-setup.service"})
+        need = ({"guest-agent.service", "sockets/docker.socket"}
+                | (set() if self.dev_mode else {"guest-agent-setup.service"}))
         problems = [u for u in need if u not in units]
+        # dockerd starts at boot: enabled, or wanted by the agent's unit (builder/stages/system.py)
+        agent_wants = re.findall(r"^Wants=(.*)$", self.img.read("/etc/systemd/system/guest-agent.service") or "", re.M)
+        if "docker.service" not in units and "docker.service" not in " ".join(agent_wants).split():
+            problems.append("docker.service (neither enabled nor wanted by guest-agent.service)")
         if self.img.exists(f"{VENV}/bin/trove-docker-plugin") and "sockets/docker-hostnic.socket" not in units:
             problems.append("docker-hostnic.socket")
         loader = "trove-image-loader.service" in units

@@ -66,6 +66,10 @@ CASES = {
                          ["ssv volume_name not-the-root"]),
     "agent-unit-off": BadImage("units enabled", "missing/wrong: guest-agent.service",
                                ["rm /etc/systemd/system/multi-user.target.wants/guest-agent.service"]),
+    "docker-not-started": BadImage("units enabled",
+                                   "missing/wrong: docker.service (neither enabled nor wanted by guest-agent.service)",
+                                   rewrite={"/etc/systemd/system/guest-agent.service":
+                                            lambda t: t.replace(" docker.service\n", "\n")}),
     "entry-point-gone": BadImage("agent venv and entry points",
                                  "/usr/local/bin/guest-agent does not start the venv's trove.cmd.guest",
                                  ["rm /usr/local/bin/guest-agent"]),
