@@ -87,6 +87,7 @@ class Profile:
     cloud_config_modules: list[str]
     cloud_final_modules: list[str]
     cloud_init_single_process: bool  # one cloud-init process for its four stages (cloud-init >= 24.3)
+    docker_daemon_config: dict[str, Any]  # /etc/docker/daemon.json (empty: not written)
     pip_bootstrap: str = "pip"  # the requirement pip upgrades itself to before installing the agent
 
     @classmethod

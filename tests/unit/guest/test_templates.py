@@ -1,3 +1,4 @@
+import json
 import os
 from pathlib import Path
 
@@ -213,3 +214,14 @@ def test_cloud_init_runs_in_one_process_where_the_profile_says(tmp_path, os_name
         assert f"ExecStart=\nExecStart={signal}" in dropin
         assert "After=cloud-init-main.service" in dropin
     assert "netcat-openbsd" in ctx.profile.packages
+
+
+def test_docker_daemon_config_only_where_a_release_sets_it(tmp_path):
+    """noble's dockerd leaves ip6tables alone (its start sets up no IPv6 chains); bookworm has no
+    daemon.json: dockerd's own defaults."""
+    def daemon_json(os_name: str, release: str) -> list[str]:
+        ctx = context(tmp_path / release, os=os_name, release=release)
+        return [content for path, _, _, content in render.stage_files("system", ctx.template_context())
+                if path == "/etc/docker/daemon.json"]
+    assert [json.loads(text) for text in daemon_json("ubuntu", "noble")] == [{"ip6tables": False}]
+    assert daemon_json("debian", "bookworm") == []
