@@ -36,6 +36,14 @@ def test_estimate_is_the_profiles(tmp_path):
     assert raw["output"].need == 2 << 30
 
 
+def test_places_are_shown_as_the_operator_named_them(tmp_path, monkeypatch):
+    """In the builder container the work dir is /work: messages about it (space, "work dir kept")
+    name the operator's --work-dir, which the runtime passes in."""
+    monkeypatch.setenv("TROVE_BUILDER_WORK_SHOWN_AS", "/srv/scratch/noble")
+    work = {p.role: p for p in diskspace.places(spec(tmp_path, work_dir=tmp_path / "work"))}["work dir"]
+    assert (work.path, work.shown) == (tmp_path / "work", "/srv/scratch/noble")
+
+
 @needs_root
 def test_enospc_from_python_names_the_full_place(tmp_path, small_disk):
     places = diskspace.places(spec(tmp_path, work_dir=small_disk / "work"))
