@@ -213,7 +213,8 @@ def run_pipeline(spec: BuildSpec, emit: Emitter | None = None) -> dict:
                          aptcache.shared_dir(spec.cache_dir, spec.os, spec.release))
         log.close()
         if spec.keep_work_dir or (failed and spec.verbose):
-            emit.message(f"work dir kept: {diskspace.places(spec, work_dir)[0].shown}")  # as the operator sees it
+            kept = next(place.shown for place in diskspace.places(spec, work_dir) if place.role == "work dir")
+            emit.message(f"work dir kept: {kept}")  # as the operator named it, not the container's path
         else:
             workdirs.remove_work_dir(work_dir)
         claim.release()
