@@ -388,11 +388,13 @@ def _drive_guest(result: BootTestResult, client: GuestClient, vm, watcher: Conso
     if outcome.ok:
         result.timings["first_rpc_ping"] = round(outcome.answered_at - vm.t0, 1)
         say(f"rpc_ping answered {result.timings['first_rpc_ping']} s after QEMU started")
-    if outcome.ok or agent_unit_failure(vm.console.text()):
+    agent_failed = not outcome.ok and agent_unit_failure(vm.console.text()) is not None
+    if outcome.ok or agent_failed:
         # The console markers usually precede the agent; give them a little longer if not (an
         # agent that failed at once may still be followed by cloud-init's end: up to 3 min later
-        # under TCG on a loaded host).
-        for name in ("login_prompt", "cloud_init_done"):
+        # under TCG on a loaded host). dockerd is started by the agent's unit (its Wants=): an
+        # agent that fails at once fails before dockerd is up, so the timeline waits for it too.
+        for name in ("login_prompt", "cloud_init_done") + (("docker",) if agent_failed else ()):
             if name not in watcher.seen:
                 seen = watcher.wait_for(name, min(remaining(), MARKER_GRACE), abort=lambda: vm.exit_reason())
                 if seen is not None:
