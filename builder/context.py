@@ -100,6 +100,7 @@ class BuildContext:
             "root_label": ROOT_LABEL,
             "datasources": ["ConfigDrive", "OpenStack", "None"],
             "docker_plugin": self.results.get("docker_plugin", False),
+            "docker_api_version": self.results.get("docker_api_version") or "",
             "preload_images": bool(spec.preload_images),
             "preload_dir": PRELOAD_DIR,
             "agent_ready_flag": AGENT_READY_FLAG,

@@ -111,6 +111,8 @@ def publish(ctx: BuildContext, tmp: Path) -> None:
             "agent": {"version": spec.resolved_agent_version, "venv": "/opt/guest-agent-venv",
                       "pip_freeze": ctx.results.get("pip_freeze", []),
                       "docker_plugin": ctx.results.get("docker_plugin", False),
+                      # the API version the launcher gives the docker SDK (None: the SDK asks dockerd)
+                      "docker_api_version": ctx.results.get("docker_api_version"),
                       # True when some requirement had no wheel and the build packages were installed
                       # (and, in production, purged again); dev mode always has them.
                       "built_from_source": ctx.results.get("build_tools", False),

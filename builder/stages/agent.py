@@ -8,6 +8,7 @@ from pathlib import Path
 from builder.cache.aptcache import apt_caches
 from builder.context import TROVE_DIRS, VENV, BuildContext
 from builder.guest.chroot import Chroot
+from builder.guest.dockerapi import engine_api_version
 from builder.guest.pip import (
     PIP_CACHE,
     agent_requirement,
@@ -127,6 +128,10 @@ def run_stage(ctx: BuildContext) -> None:
             if added:
                 chroot.run(["apt-get", "purge", "-y", *added])
         _trove_tree(ctx)
+        if not ctx.spec.dev_mode:  # for the launcher (builder/guest/dockerapi.py says why)
+            version, why = engine_api_version(chroot)
+            ctx.results["docker_api_version"] = version
+            ctx.log.write(f"agent: the launcher's docker API version: {version or 'asked of dockerd'} ({why})\n")
         written = install_stage_files(ctx.rootfs, "agent", ctx.template_context())
         if ctx.spec.dev_mode:
             _dev_key(ctx, chroot)

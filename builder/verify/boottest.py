@@ -392,9 +392,9 @@ def _drive_guest(result: BootTestResult, client: GuestClient, vm, watcher: Conso
     if outcome.ok or agent_failed:
         # The console markers usually precede the agent; give them a little longer if not (an
         # agent that failed at once may still be followed by cloud-init's end: up to 3 min later
-        # under TCG on a loaded host). dockerd is started by the agent's unit (its Wants=): an
-        # agent that fails at once fails before dockerd is up, so the timeline waits for it too.
-        for name in ("login_prompt", "cloud_init_done") + (("docker",) if agent_failed else ()):
+        # under TCG on a loaded host). dockerd too: the agent's unit starts it (its Wants=), and
+        # the agent answers without it (the launcher gives the docker SDK its API version).
+        for name in ("login_prompt", "cloud_init_done", "docker"):
             if name not in watcher.seen:
                 seen = watcher.wait_for(name, min(remaining(), MARKER_GRACE), abort=lambda: vm.exit_reason())
                 if seen is not None:
@@ -412,6 +412,10 @@ def _drive_guest(result: BootTestResult, client: GuestClient, vm, watcher: Conso
         module_failure = re.sub(r"\s*\(<module [^)]*\)", "", module_failure)
     result.check("cloud-init modules", module_failure is None,
                  module_failure or "no module failures on the console", required=False)
+    docker = watcher.seen.get("docker")
+    result.check("dockerd started", docker is not None,
+                 f"at {docker:.1f} s" if docker is not None else "no 'Started ... Docker Application Container "
+                 "Engine' on the console: Trove's prepare would find no dockerd")
     result.check("no emergency/panic", watcher.fatal_seen is None, watcher.fatal_seen or "")
     cycle = watcher.matches.get("ordering_cycle")
     result.check("no unit ordering cycle", cycle is None, cycle or "systemd found none")

@@ -9,7 +9,6 @@ the agent's own reason (notify_exc_info, a failed status) instead of waiting out
 from __future__ import annotations
 
 import secrets
-import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from typing import Any
 import jinja2
 
 from .conductor import FAILED_STATUSES, Conductor
+from .procs import free_port
 from .qemu import HostFwd
 
 PREPARE_VERSION = "1.1"  # prepare with ds_version (the taskmanager sends 1.1 when the guest can take it)
@@ -64,12 +64,6 @@ class PrepareResult:
     select_1: float | None = None       # SELECT 1 answered through the host forward
     status_history: list[tuple[float, str]] = field(default_factory=list)
     server_version: str = ""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def config_contents(memory_mb: int, server_id: int) -> str:

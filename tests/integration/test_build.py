@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import socket
 import subprocess
 from pathlib import Path
@@ -39,6 +40,8 @@ def test_image_is_a_valid_qcow2_with_manifest_and_checksum(images, os_name, rele
     assert {"cloud-init", "openssh-server", "docker.io", "sudo", "curl"} <= names
     assert not {"build-essential", "gcc", "python3-dev"} & names, "build-only packages left in a production image"
     assert any(p.lower().startswith("trove==") for p in manifest["agent"]["pip_freeze"])
+    # docker.io's CLI and engine are one package: the launcher knows the engine's API version
+    assert re.fullmatch(r"1\.\d+", manifest["agent"]["docker_api_version"] or ""), manifest["agent"]
     # nothing half-written left beside the output
     assert sorted(p.name for p in image.parent.iterdir()) == sorted(
         [image.name, image.name + ".sha256", image.name + ".manifest.json", image.name + ".spdx.json",

@@ -1,5 +1,7 @@
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,7 @@ def test_production_agent_unit(tmp_path):
     assert "cloud-init" not in text.split("[Service]")[1]
     assert "Wants=guest-agent-setup.service syslog.service docker.service" in text
     assert "SuccessExitStatus=78\nRestartPreventExitStatus=78" in text  # quiet outside Trove
+    assert "Environment=EVENTLET_NO_GREENDNS=yes" in text
     assert "ExecStartPre=+/bin/chown -R ubuntu:root /etc/trove /var/log/trove" in text and "/usr/bin/sudo" not in text
     assert "rsync" not in text and "controller.conf" not in text
     setup = render.render("guest-agent-setup.service", ctx.template_context())
@@ -51,7 +54,7 @@ def test_production_agent_unit(tmp_path):
     assert "Plugin.Activate" not in setup
     plugin = render.render("docker-hostnic.service", ctx.template_context())
     assert "After=network.target docker-hostnic.socket\nBefore=docker.service" in plugin
-    assert "StartupCPUWeight=20" in plugin
+    assert "\nCPUWeight=20\n" in plugin  # after the boot's startup phase too, when the agent starts
     assert "ExecStart=/usr/local/bin/trove-docker-plugin" in plugin
     launcher = render.render("guest-agent", ctx.template_context())
     assert launcher.startswith("#!/opt/guest-agent-venv/bin/python3\n")
@@ -225,3 +228,31 @@ def test_docker_daemon_config_only_where_a_release_sets_it(tmp_path):
                 if path == "/etc/docker/daemon.json"]
     assert [json.loads(text) for text in daemon_json("ubuntu", "noble")] == [{"ip6tables": False}]
     assert daemon_json("debian", "bookworm") == []
+
+
+FAKE_TROVE = {  # what the launcher imports of trove; main() makes its client as trove's datastore manager does
+    "trove/__init__.py": "", "trove/rpc.py": "", "trove/cmd/__init__.py": "",
+    "trove/common/__init__.py": "", "trove/common/rpc/__init__.py": "", "trove/common/rpc/service.py": "",
+    "trove/cmd/guest.py": "import docker\n\ndef main():\n    print('api', docker.from_env().api.api_version)\n",
+}
+
+
+@pytest.mark.parametrize("pinned", ["1.52", ""])
+def test_the_launcher_makes_the_docker_client_without_dockerd_only_when_given_its_api_version(tmp_path, pinned):
+    """The real docker SDK, no daemon behind DOCKER_HOST: with the engine's API version the client is
+    made at once (the agent can answer before dockerd is up); without it the SDK must ask dockerd."""
+    ctx = context(tmp_path)
+    ctx.results["docker_api_version"] = pinned
+    ready = tmp_path / "ready"
+    ready.touch()
+    launcher = tmp_path / "guest-agent"
+    launcher.write_text(render.render("guest-agent", {**ctx.template_context(), "agent_ready_flag": str(ready)}))
+    for name, text in FAKE_TROVE.items():
+        (tmp_path / "lib" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "lib" / name).write_text(text)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "lib"), "DOCKER_HOST": f"unix://{tmp_path}/no-dockerd.sock"}
+    ran = subprocess.run([sys.executable, str(launcher)], env=env, capture_output=True, text=True, timeout=60)
+    if pinned:
+        assert ran.returncode == 0 and ran.stdout.strip() == "api 1.52", ran.stderr
+    else:
+        assert ran.returncode != 0 and "Error while fetching server API version" in ran.stderr

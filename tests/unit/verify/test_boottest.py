@@ -8,10 +8,12 @@ import time
 from builder.verify import boottest, console
 from builder.verify.boottest import BootTestResult, _drive_guest
 from builder.verify.rpc import PingOutcome
+from builder.verify.timeline import CONSOLE_MILESTONES
 
 GOOD_CONSOLE = (
     "[    0.000000] Linux version 6.1.0-56-cloud-amd64\n"
     "Debian GNU/Linux 12 trove-boot-test ttyS0\n\n"
+    "trove-boot-watch: Started docker.service - Docker Application Container Engine.\n"
     "trove-boot-test login: [   62.4] cloud-init[593]: 2026-11-25 - util.py[WARNING]: Running module locale "
     "(<module 'cloudinit.config.cc_locale' from "
     "'/usr/lib/python3/dist-packages/cloudinit/config/cc_locale.py'>) failed\n"
@@ -61,7 +63,7 @@ def _run(tmp_path, text: str, outcome: PingOutcome, stats=None, vm_kw=None, cont
     vm = FakeVM(log, **(vm_kw or {}))
     watcher = console.ConsoleWatcher(vm.console, {
         "kernel": console.KERNEL_STARTED, "login_prompt": console.LOGIN_PROMPT,
-        "cloud_init_done": console.CLOUD_INIT_DONE,
+        "cloud_init_done": console.CLOUD_INIT_DONE, "docker": CONSOLE_MILESTONES["docker"][1],
         "cloud_init_module_failure": r"Running module \S+ \(.*\) failed"})
     watcher.check()
     result = BootTestResult(image="img", data_disk_gb=2)
@@ -191,3 +193,14 @@ def test_a_fatal_console_line_stops_the_wait(tmp_path):
     assert not result.passed
     assert result.reason == "the guest console shows no bootable device: Boot failed: not a bootable disk"
     assert result.rpc_ping_attempts == 0 and client.stats_calls == 0
+
+
+def test_a_guest_whose_dockerd_never_started_fails_though_the_agent_answered(tmp_path):
+    # the agent answers before dockerd is up (the launcher gives the SDK its API version): the boot
+    # test, not rpc_ping, says whether dockerd came
+    text = GOOD_CONSOLE.replace("trove-boot-watch: Started docker.service - Docker Application Container Engine.\n", "")
+    result, _, _ = _run(tmp_path, text, _ok(), dict(STATS))
+    assert not result.passed
+    failed = [c for c in result.checks if not c.ok and c.required]
+    assert [c.name for c in failed] == ["dockerd started"], result.checks
+    assert "no 'Started ... Docker Application Container Engine'" in failed[0].detail
