@@ -7,13 +7,13 @@ import hashlib
 import json
 import os
 import shlex
-import socket
 from pathlib import Path
 
 import pytest
 
 from builder.register.emit import trove_manage_script
 from builder.register.plan import SHA256_PROPERTY, Request, make_plan
+from builder.verify.procs import free_port
 from tests.conftest import run_tb
 from tests.integration.test_cli_errors import assert_one_line_error
 
@@ -114,12 +114,6 @@ def _register(built, *extra, env=None):
                   "--rules", str(built.parent / "rules.json"), *extra, env=env)
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.parametrize("case", ["no image", "no manifest", "bad manifest", "unknown manager", "bad name",
                                   "no rules", "bad rules", "bad emit"])
 def test_bad_input_before_any_cloud_call(built, tmp_path, case):
@@ -169,7 +163,7 @@ def test_unknown_cloud_name(built, tmp_path):
 
 
 def test_cloud_unreachable(built, tmp_path):
-    env = {**no_cloud_env(tmp_path), "OS_AUTH_URL": f"http://127.0.0.1:{closed_port()}/v3", "OS_USERNAME": "admin",
+    env = {**no_cloud_env(tmp_path), "OS_AUTH_URL": f"http://127.0.0.1:{free_port()}/v3", "OS_USERNAME": "admin",
            "OS_PASSWORD": "x", "OS_PROJECT_NAME": "admin", "OS_USER_DOMAIN_NAME": "Default",
            "OS_PROJECT_DOMAIN_NAME": "Default", "TROVE_BUILDER_NET_ATTEMPTS": "1"}
     assert_one_line_error(_register(built, env=env), 1, "cannot reach keystone")
