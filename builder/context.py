@@ -104,4 +104,6 @@ class BuildContext:
             "preload_images": bool(spec.preload_images),
             "preload_dir": PRELOAD_DIR,
             "agent_ready_flag": AGENT_READY_FLAG,
+            "agent_import_cpu_weight": prof.agent_import_cpu_weight,
+            "agent_cpu_weight": prof.agent_cpu_weight,
         }

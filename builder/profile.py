@@ -88,6 +88,8 @@ class Profile:
     cloud_final_modules: list[str]
     cloud_init_single_process: bool  # one cloud-init process for its four stages (cloud-init >= 24.3)
     docker_daemon_config: dict[str, Any]  # /etc/docker/daemon.json (empty: not written)
+    agent_import_cpu_weight: int  # guest-agent.service's CPUWeight= until its config is ready
+    agent_cpu_weight: int  # ... and from then on (set by guest-agent-setup.service)
     pip_bootstrap: str = "pip"  # the requirement pip upgrades itself to before installing the agent
 
     @classmethod

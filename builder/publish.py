@@ -43,7 +43,8 @@ DEVIATIONS = [
     "GPT disk with BIOS and UEFI GRUB built from files; linux-image-virtual/cloud kernel",
     "first boot: ssh host keys of the profile's types only (ed25519); one network stack per release "
     "(rendered by cloud-init, the other stacks' units masked); only the cloud-init modules a Trove guest "
-    "uses; AppArmor profiles of absent programs disabled; /etc/.updated and /var/.updated written at build",
+    "uses; AppArmor profiles of absent programs disabled; /etc/.updated and /var/.updated written at build; "
+    "no GRUB menu wait",
 ]
 
 

@@ -62,6 +62,27 @@ def test_production_agent_unit(tmp_path):
     compile(launcher, "guest-agent", "exec")  # valid Python (the guest runs it; no trove here)
 
 
+@pytest.mark.parametrize("os_name,release,importing", [("ubuntu", "noble", 400), ("debian", "bookworm", 100),
+                                                        ("ubuntu", "bionic", 100)])
+def test_agent_cpu_share_while_importing_and_after(tmp_path, os_name, release, importing):
+    # noble: the agent's imports are the longest path, the larger share from the start; elsewhere
+    # cloud-init's stages are, and the agent imports with the default share until its config is ready
+    ctx = context(tmp_path, os=os_name, release=release)
+    unit = render.render("guest-agent.service", ctx.template_context())
+    setup = render.render("guest-agent-setup.service", ctx.template_context())
+    assert f"\nCPUWeight={importing}\n" in unit
+    raise_share = "ExecStartPost=-/bin/systemctl set-property --runtime guest-agent.service CPUWeight=400\n"
+    assert (raise_share in setup) is (importing != 400)
+    if importing != 400:  # raised only after the ready flag (the agent's main() does not wait for it)
+        assert setup.index("ExecStart=/bin/touch /run/trove-guest-agent.ready") < setup.index(raise_share)
+
+
+def test_grub_boots_without_a_menu_wait(tmp_path):
+    ctx = context(tmp_path)
+    cfg = render.render("grub.cfg", {**ctx.template_context(), "root_uuid": "0" * 8})
+    assert "\nset timeout=0\n" in cfg and cfg.count("menuentry ") == 1
+
+
 def test_dev_agent_unit_syncs_from_the_controller(tmp_path):
     ctx = context(tmp_path, dev_mode=True, guest_user="trove", controller_user="stack",
                   controller_path="/opt/stack/trove/")
@@ -150,7 +171,13 @@ def test_cloud_init_renders_one_network_stack_and_runs_few_modules(tmp_path):
     # bionic: ifupdown, as on Debian (with netplan rendered it came up with its NIC down)
     bionic = context(tmp_path, os="ubuntu", release="bionic")
     assert bionic.profile.network_renderer == "eni" and "netplan.io" not in bionic.profile.packages
-    ctx = context(tmp_path, os="debian", release="bookworm")
+    # bookworm: systemd-networkd's files too (ifupdown's dhclient-script costs seconds under emulation)
+    bookworm = context(tmp_path, os="debian", release="bookworm")
+    assert yaml.safe_load(render.render("cloud-boot.cfg", bookworm.template_context()))["system_info"] == {
+        "network": {"renderers": ["networkd"]}}
+    assert "networking.service" in bookworm.profile.boot_disabled_units
+    # trixie (not measured): Debian's own ifupdown
+    ctx = context(tmp_path, os="debian", release="trixie")
     cfg = yaml.safe_load(render.render("cloud-boot.cfg", ctx.template_context()))
     assert cfg["system_info"]["network"]["renderers"] == ["eni"]
     assert "write_files" in cfg["cloud_init_modules"] and "runcmd" in cfg["cloud_config_modules"]
