@@ -13,6 +13,7 @@ import yaml
 from builder.errors import UsageError
 
 PROFILE_DIR = resources.files("builder") / "profiles"
+CLOUD_INIT_STAGE_RUNNERS = ("per-stage", "all-stages", "fork-server")
 
 
 def _load(path: Traversable) -> dict[str, Any]:
@@ -86,7 +87,7 @@ class Profile:
     cloud_init_modules: list[str]  # cloud-init's module lists: only what a Trove guest uses
     cloud_config_modules: list[str]
     cloud_final_modules: list[str]
-    cloud_init_single_process: bool  # one cloud-init process for its four stages (cloud-init >= 24.3)
+    cloud_init_stage_runner: str  # per-stage, all-stages (cloud-init >= 24.3) or fork-server (see _common.yaml)
     docker_daemon_config: dict[str, Any]  # /etc/docker/daemon.json (empty: not written)
     agent_import_cpu_weight: int  # guest-agent.service's CPUWeight= until its config is ready
     agent_cpu_weight: int  # ... and from then on (set by guest-agent-setup.service)
@@ -102,6 +103,9 @@ class Profile:
                          and f.default is MISSING)
         if missing:
             raise UsageError(f"profile {os_name}/{release}: missing key(s) {', '.join(missing)}")
+        if data["cloud_init_stage_runner"] not in CLOUD_INIT_STAGE_RUNNERS:
+            raise UsageError(f"profile {os_name}/{release}: cloud_init_stage_runner "
+                             f"'{data['cloud_init_stage_runner']}' (known: {', '.join(CLOUD_INIT_STAGE_RUNNERS)})")
         values = dict(data)
         values["suites"] = [s.format(release=release) for s in data["suites"]]
         values["security_suite"] = data["security_suite"].format(release=release)

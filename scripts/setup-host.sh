@@ -30,6 +30,7 @@ packages=(
     rabbitmq-server rsync openssh-client        # boot tests: broker, dev-mode controller (rsync), test keys
     make git ca-certificates curl
     shellcheck                                  # actionlint checks the workflows' scripts with it (unit test)
+    netcat-openbsd                              # the guests' cloud-init stage units' client (fork-server unit test)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -151,7 +151,7 @@ def run_stage(ctx: BuildContext) -> None:
         chroot.run(["systemctl", "enable", "docker.socket", "ssh.service", "chrony.service"])
         chroot.run(["systemctl", "disable", *STARTED_BY_THE_AGENT])
         _select_boot_units(ctx, chroot)
-        if ctx.profile.cloud_init_single_process:
+        if ctx.profile.cloud_init_stage_runner != "per-stage":
             chroot.run(["systemctl", "enable", "cloud-init-main.service"])
         disabled = disable_absent_apparmor_profiles(ctx.rootfs)
         ctx.log.write(f"system: {len(disabled)} AppArmor profiles of absent programs disabled: {' '.join(disabled)}\n")

@@ -224,26 +224,39 @@ def test_every_release_masks_the_other_network_stack_and_not_its_own():
                 assert "systemd-networkd.service" in profile.boot_enabled_units, f"{os_name}/{release}"
 
 
-@pytest.mark.parametrize("os_name,release,single", [("ubuntu", "noble", True), ("debian", "bookworm", False),
-                                                     ("ubuntu", "bionic", False)])
-def test_cloud_init_runs_in_one_process_where_the_profile_says(tmp_path, os_name, release, single):
+@pytest.mark.parametrize("os_name,release,runner", [("ubuntu", "noble", "all-stages"),
+                                                     ("debian", "bookworm", "fork-server"),
+                                                     ("ubuntu", "bionic", "fork-server"),
+                                                     ("ubuntu", "jammy", "per-stage")])
+def test_cloud_init_stages_run_as_the_profile_says(tmp_path, os_name, release, runner):
     ctx = context(tmp_path, os=os_name, release=release)
+    assert ctx.profile.cloud_init_stage_runner == runner
     files = {path: text for path, _, _, text in render.stage_files("system", ctx.template_context())}
-    assert ("/etc/systemd/system/cloud-init-main.service" in files) is single
-    if not single:
+    assert ("/usr/local/sbin/cloud-init-fork-server" in files) is (runner == "fork-server")
+    assert ("/etc/systemd/system/cloud-init-main.service" in files) is (runner != "per-stage")
+    if runner == "per-stage":
         assert not any("single-process.conf" in path for path in files)
         return
     main = files["/etc/systemd/system/cloud-init-main.service"]
-    assert "ExecStart=/usr/bin/cloud-init --all-stages" in main and "Type=notify" in main
+    command = {"all-stages": "/usr/bin/cloud-init --all-stages", "fork-server": "/usr/local/sbin/cloud-init-fork-server"}
+    assert f"ExecStart={command[runner]}\n" in main and "Type=notify" in main
     assert "Before=cloud-init-local.service" in main
     # each stage's unit keeps its name and order and signals its own socket (one template, four files)
     for unit, stage in [("cloud-init-local", "local"), ("cloud-init", "network"), ("cloud-config", "config"),
                         ("cloud-final", "final")]:
         dropin = files[f"/etc/systemd/system/{unit}.service.d/single-process.conf"]
-        signal = f"/bin/sh -c 'echo start | nc -U /run/cloud-init/share/{stage}.sock | sh'"
+        signal = f"/bin/sh -c 'printf start | nc -U /run/cloud-init/share/{stage}.sock | sh'"
         assert f"ExecStart=\nExecStart={signal}" in dropin
         assert "After=cloud-init-main.service" in dropin
     assert "netcat-openbsd" in ctx.profile.packages
+
+
+def test_an_unknown_cloud_init_stage_runner_is_refused():
+    from builder.errors import UsageError
+    from builder.profile import Profile, load
+    data = dict(load("debian", "bookworm").data, cloud_init_stage_runner="one-process")
+    with pytest.raises(UsageError, match="cloud_init_stage_runner 'one-process'"):
+        Profile.from_data("debian", "bookworm", data)
 
 
 def test_docker_daemon_config_only_where_a_release_sets_it(tmp_path):
