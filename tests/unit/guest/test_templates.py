@@ -168,9 +168,10 @@ def test_cloud_init_renders_one_network_stack_and_runs_few_modules(tmp_path):
     assert "networking.service" in noble.profile.boot_disabled_units
     assert "systemd-networkd.service" not in noble.profile.boot_disabled_units
     assert "netplan.io" in noble.profile.packages
-    # bionic: ifupdown, as on Debian (with netplan rendered it came up with its NIC down)
+    # bionic: networkd's own files, no netplan (with netplan rendered it came up with its NIC down)
     bionic = context(tmp_path, os="ubuntu", release="bionic")
-    assert bionic.profile.network_renderer == "eni" and "netplan.io" not in bionic.profile.packages
+    assert bionic.profile.network_renderer == "networkd" and "netplan.io" not in bionic.profile.packages
+    assert "networking.service" in bionic.profile.boot_disabled_units
     # bookworm: systemd-networkd's files too (ifupdown's dhclient-script costs seconds under emulation)
     bookworm = context(tmp_path, os="debian", release="bookworm")
     assert yaml.safe_load(render.render("cloud-boot.cfg", bookworm.template_context()))["system_info"] == {
