@@ -26,7 +26,8 @@ DEVIATIONS = [
     "(after cloud-init.service, ConditionPathExists=/etc/trove/conf.d/guest_info.conf: the chown, upstream's "
     "pre-start step) and runs its main(); exit 78 outside Trove (no restart), RestartSec=5; docker-hostnic.service "
     "enabled (started at boot), not by a Plugin.Activate call the agent waits for",
-    "cloud-init's four stages in one process (cloud-init-main.service) where the profile turns it on (noble)",
+    "cloud-init's four stages from one process (cloud-init-main.service): cloud-init's own --all-stages on noble, "
+    "/usr/local/sbin/cloud-init-fork-server (one set of imports, a fork per stage) on bookworm and bionic",
     "no private key in production images; dev images carry only an operator-supplied key",
     "trove-image-loader and fix-default-route only in dev images; image pulls are best effort",
     "agent version pinned per release profile, constraints = the resolved venv (/opt/upper-constraints.txt)",

@@ -24,12 +24,29 @@ def assert_answers_rpc(result):
     assert 1.5 < result.fs_stats["total"] < 2.5, result.fs_stats  # the 2 GiB data disk, not the 5 GiB root
 
 
-def assert_production_boot(result, os_name, release, firmware):
+def assert_production_boot(result, os_name, release, firmware, console):
     assert result.firmware == firmware
     modules = next(c for c in result.checks if c.name == "cloud-init modules")
     assert modules.ok, modules.detail  # e.g. the locale module failing on an ungenerated locale
     assert_timeline(result, os_name, release)
     assert_boots_lean(result, os_name, release)
+    assert_cloud_init_stages_served(console.read_text(errors="replace"), os_name, release)
+
+
+# What each stage unit prints when cloud-init-main.service's process ran its stage and answered
+STAGE_ANSWER = {"all-stages": "Completed socket interaction for boot stage {stage}",  # cloudinit/socket.py
+                "fork-server": "cloud-init {stage} stage: exit status 0"}  # templates/cloud-init-fork-server
+
+
+def assert_cloud_init_stages_served(console, os_name, release):
+    """Where the profile runs cloud-init's stages from one process, each of the four stage units got
+    its stage's answer (a unit that got none would pass whatever its stage did)."""
+    runner = load_profile(os_name, release).cloud_init_stage_runner
+    if runner == "per-stage":
+        return
+    missing = [stage for stage in ("local", "network", "config", "final")
+               if STAGE_ANSWER[runner].format(stage=stage) not in console]
+    assert not missing, f"{runner}: no answer on the console for the stage(s) {missing}"
 
 
 def assert_boots_lean(result, os_name, release):
@@ -55,4 +72,4 @@ def boot_production(images, os_name, release, firmware, tmp_path):
     # under CI's load (the other worker builds) a noble boot passed 860 s before cloud-init ended
     result = run_boot_test(image, firmware=firmware, timeout=BOOT_TIMEOUT, console_log=tmp_path / "console.log")
     assert_serves_trove(result)
-    assert_production_boot(result, os_name, release, firmware)
+    assert_production_boot(result, os_name, release, firmware, tmp_path / "console.log")

@@ -18,7 +18,7 @@ def test_preloaded_datastore_image_runs_a_database_that_answers_select_1(images,
                            prepare=PrepareRequest(docker_image=datastore_archive.name),
                            console_log=tmp_path / "console.log")
     assert_serves_trove(result)
-    assert_production_boot(result, "debian", "bookworm", "bios")
+    assert_production_boot(result, "debian", "bookworm", "bios", tmp_path / "console.log")
     prepare = result.prepare
     assert prepare["select_1"] is not None and "MariaDB" in prepare["server_version"], prepare
     statuses = [status for _, status in prepare["status_history"]]

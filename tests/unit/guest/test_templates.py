@@ -239,7 +239,8 @@ def test_cloud_init_stages_run_as_the_profile_says(tmp_path, os_name, release, r
         assert not any("single-process.conf" in path for path in files)
         return
     main = files["/etc/systemd/system/cloud-init-main.service"]
-    command = {"all-stages": "/usr/bin/cloud-init --all-stages", "fork-server": "/usr/local/sbin/cloud-init-fork-server"}
+    command = {"all-stages": "/usr/bin/cloud-init --all-stages",
+               "fork-server": "/usr/local/sbin/cloud-init-fork-server"}
     assert f"ExecStart={command[runner]}\n" in main and "Type=notify" in main
     assert "Before=cloud-init-local.service" in main
     # each stage's unit keeps its name and order and signals its own socket (one template, four files)
