@@ -22,11 +22,12 @@ from pathlib import Path
 from builder import defaults
 from builder.verify import procs
 from builder.verify.conductor import Conductor
-from builder.verify.configdrive import meta_data, trove_user_data, write_config_drive
+from builder.verify.configdrive import NETWORK_MTU, meta_data, network_data, trove_user_data, write_config_drive
 from builder.verify.console import ConsoleWatcher
 from builder.verify.controller import GUEST_CONTROLLER_ADDR, ControllerError, FakeController
+from builder.verify.netprobe import net_probe_cloud_config, network_data_applied
 from builder.verify.prepare import PrepareRequest, run_prepare
-from builder.verify.qemu import GiB, VMConfig, VMError, boot_vm, image_info
+from builder.verify.qemu import GUEST_MAC, GiB, VMConfig, VMError, boot_vm, image_info
 from builder.verify.rabbitmq import rabbitmq_broker
 from builder.verify.rpc import FS_STATS_KEYS, FS_STATS_LATER_KEYS, GuestClient
 from builder.verify.timeline import (
@@ -306,8 +307,10 @@ def run_boot_test(
             controller=GUEST_CONTROLLER_ADDR if dev_mode else None,
             agent_extra_sections=agent_extra_sections,
             extra_cloud_config=merge_cloud_configs(extra_cloud_config or {}, unit_watch_cloud_config(),
+                                                   net_probe_cloud_config(),
                                                    guest_report_cloud_config() if guest_report else {}))
-        drive = write_config_drive(tmp / "config-drive.iso", meta=meta_data(guest_id), user_data=user_data)
+        drive = write_config_drive(tmp / "config-drive.iso", meta=meta_data(guest_id), user_data=user_data,
+                                   network_data=network_data(GUEST_MAC))
         client = stack.enter_context(GuestClient(broker.transport_url(), guest_id))
         try:
             client.precreate_queue()  # early pings wait in the queue instead of being dropped
@@ -407,6 +410,7 @@ def _drive_guest(result: BootTestResult, client: GuestClient, vm, watcher: Conso
     ci_ok = ci_line is not None and "DataSourceConfigDrive" in ci_line
     result.check("cloud-init from config drive", ci_ok,
                  (ci_line or "no 'Cloud-init v. ... finished' line")[:160])
+    result.check("network from network_data.json", *network_data_applied(vm.console.text(), GUEST_MAC, NETWORK_MTU))
     module_failure = watcher.matches.get("cloud_init_module_failure")
     if module_failure:
         module_failure = re.sub(r"\s*\(<module [^)]*\)", "", module_failure)

@@ -21,6 +21,7 @@ CONFIG_DRIVE_LABEL = "config-2"
 GUEST_INFO_PATH = "/etc/trove/conf.d/guest_info.conf"
 AGENT_CONF_PATH = "/etc/trove/conf.d/trove-guestagent.conf"
 CONTROLLER_CONF_PATH = "/etc/trove/controller.conf"
+NETWORK_MTU = 1450  # the boot test's Neutron network: VXLAN's MTU, where a guest that kept 1500 loses packets
 
 
 def ini_text(sections: Mapping[str, Mapping[str, object]]) -> str:
@@ -129,6 +130,21 @@ def _iso_name(name: str, is_dir: bool) -> str:
     """An ISO 9660 (level 4) name for `name`; Rock Ridge and Joliet keep the real one."""
     upper = "".join(c if c.isalnum() or c in "._" else "_" for c in name.upper())
     return upper if is_dir else f"{upper};1"
+
+
+def network_data(mac: str, *, mtu: int = NETWORK_MTU) -> dict:
+    """openstack/latest/network_data.json as Nova writes it for one port on a Neutron subnet with
+    DHCP (type ipv4_dhcp): the link named by its MAC, with the network's MTU. cloud-init renders the
+    guest's network from it, not from its fallback (DHCP on the first NIC at 1500), the path every
+    Nova-booted guest takes."""
+    link = "tap-boot-test-0"
+    return {
+        "links": [{"id": link, "vif_id": "boot-test-port-0", "type": "ovs", "mtu": mtu,
+                   "ethernet_mac_address": mac}],
+        "networks": [{"id": "network0", "type": "ipv4_dhcp", "link": link,
+                      "network_id": "boot-test-network-0"}],
+        "services": [],
+    }
 
 
 def write_config_drive(path: Path, *, meta: Mapping[str, object], user_data: str | None,

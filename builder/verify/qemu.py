@@ -30,6 +30,9 @@ QEMU = os.environ.get("TROVE_BOOT_TEST_QEMU", "qemu-system-x86_64")
 QEMU_IMG = "qemu-img"
 FIRMWARES = values(Firmware)
 MACHINES = {"pc": "ide.1", "q35": "ide.2"}  # machine type -> IDE/SATA bus of the CD-ROM
+# The guest NIC's MAC, in Nova's fa:16:3e range: network_data.json on the config drive names the
+# link by it, as Nova does (configdrive.network_data).
+GUEST_MAC = "fa:16:3e:00:00:01"
 CDROMS = ("auto", "ide", "virtio-scsi")
 ACCELS = ("auto", "kvm", "tcg")
 OVMF_PAIRS = (
@@ -164,7 +167,7 @@ def qemu_command(cfg: VMConfig, *, accel: str, root_disk: Path, serial_log: Path
             argv += ["-device", f"ide-cd,drive=cd0,bus={MACHINES[cfg.machine]},unit=0"]
     forwards: list[GuestFwd | HostFwd] = [*cfg.guestfwds, *cfg.hostfwds]
     netdev = "user,id=n0" + "".join("," + fwd.option() for fwd in forwards)
-    argv += ["-netdev", netdev, "-device", "virtio-net-pci,netdev=n0,addr=0x3",
+    argv += ["-netdev", netdev, "-device", f"virtio-net-pci,netdev=n0,addr=0x3,mac={GUEST_MAC}",
              "-device", "virtio-rng-pci,addr=0x6"]
     argv += list(cfg.extra_args)
     return argv

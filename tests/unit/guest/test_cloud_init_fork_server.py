@@ -2,7 +2,7 @@
 
 It runs here as in a guest, with a stand-in `cloudinit` package (the real one needs a booted
 guest: the e2e boots of bookworm and bionic run it), and each stage is asked for with the command
-its unit's drop-in runs (`echo start | nc -U <socket> | sh`)."""
+its unit's drop-in runs (`printf start | nc -U <socket>`, the reply then run by the shell)."""
 
 import os
 import re
@@ -36,7 +36,9 @@ def main(argv):
 
 def _stage_command(dropin: str, sockets: Path) -> str:
     command = re.search(r"^ExecStart=/bin/sh -c '(.*)'$", dropin, re.M).group(1)
-    return command.replace("/run/cloud-init/share", str(sockets))
+    # as systemd passes it: "$$" is its literal "$" (no other specifier or variable is used)
+    assert "%" not in command and "$" not in command.replace("$$", ""), command
+    return command.replace("$$", "$").replace("/run/cloud-init/share", str(sockets))
 
 
 @pytest.fixture
@@ -98,3 +100,14 @@ def test_a_stage_asked_for_out_of_order_still_runs(server):
     assert done.returncode == 0
     assert "ran /usr/bin/cloud-init|init|" in log.read_text()
     assert proc.poll() is None, "the server ended before the other stages ran"
+
+
+def test_a_stage_unit_fails_with_a_reason_when_the_server_gives_no_answer(server):
+    """A server that died (or never listened) must not let the stage units pass without running."""
+    proc, units, log = server
+    proc.kill()
+    proc.wait()
+    done = subprocess.run(["/bin/sh", "-c", units["local"]], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1] == "cloud-init-main.service gave no answer for the local stage"
+    assert "ran " not in (log.read_text() if log.exists() else "")

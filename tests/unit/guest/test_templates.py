@@ -247,8 +247,9 @@ def test_cloud_init_stages_run_as_the_profile_says(tmp_path, os_name, release, r
     for unit, stage in [("cloud-init-local", "local"), ("cloud-init", "network"), ("cloud-config", "config"),
                         ("cloud-final", "final")]:
         dropin = files[f"/etc/systemd/system/{unit}.service.d/single-process.conf"]
-        signal = f"/bin/sh -c 'printf start | nc -U /run/cloud-init/share/{stage}.sock | sh'"
+        signal = f"/bin/sh -c 'reply=$$(printf start | nc -U /run/cloud-init/share/{stage}.sock) && "
         assert f"ExecStart=\nExecStart={signal}" in dropin
+        assert f"gave no answer for the {stage} stage" in dropin  # run: test_cloud_init_fork_server.py
         assert "After=cloud-init-main.service" in dropin
     assert "netcat-openbsd" in ctx.profile.packages
 

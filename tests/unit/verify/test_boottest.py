@@ -14,6 +14,7 @@ GOOD_CONSOLE = (
     "[    0.000000] Linux version 6.1.0-56-cloud-amd64\n"
     "Debian GNU/Linux 12 trove-boot-test ttyS0\n\n"
     "trove-boot-watch: Started docker.service - Docker Application Container Engine.\n"
+    "trove-boot-net: ens3 fa:16:3e:00:00:01 mtu 1450\n"
     "trove-boot-test login: [   62.4] cloud-init[593]: 2026-11-25 - util.py[WARNING]: Running module locale "
     "(<module 'cloudinit.config.cc_locale' from "
     "'/usr/lib/python3/dist-packages/cloudinit/config/cc_locale.py'>) failed\n"
@@ -117,6 +118,13 @@ def test_config_drive_not_used_fails(tmp_path):
     text = GOOD_CONSOLE.replace("DataSourceConfigDrive [net,ver=2][source=/dev/sr0]", "DataSourceNone")
     result, _, _ = _run(tmp_path, text, _ok(), dict(STATS))
     assert not result.passed and "cloud-init from config drive" in result.reason
+
+
+def test_a_guest_that_ignored_network_data_json_fails(tmp_path):
+    """cloud-init's fallback (DHCP on the first NIC) answers too, but at MTU 1500, not the network's."""
+    text = GOOD_CONSOLE.replace("fa:16:3e:00:00:01 mtu 1450", "fa:16:3e:00:00:01 mtu 1500")
+    result, _, _ = _run(tmp_path, text, _ok(), dict(STATS))
+    assert not result.passed and result.reason.startswith("network from network_data.json: ens3")
 
 
 def test_no_answer_after_a_normal_boot_names_the_rpc(tmp_path):

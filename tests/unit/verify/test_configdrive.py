@@ -115,3 +115,13 @@ def test_network_data_is_optional(tmp_path):
     _, files = read_config_drive(cd.write_config_drive(tmp_path / "cd.iso", meta=cd.meta_data(GUEST_ID),
                                                           user_data=_user_data()))
     assert "/openstack/latest/network_data.json" not in files
+
+
+def test_network_data_names_the_link_by_mac_with_the_network_mtu_as_nova_does():
+    net = cd.network_data("fa:16:3e:00:00:01")
+    (link,) = net["links"]
+    (network,) = net["networks"]
+    assert link["ethernet_mac_address"] == "fa:16:3e:00:00:01" and link["mtu"] == cd.NETWORK_MTU != 1500
+    # a Neutron subnet with DHCP (Nova writes ipv4_dhcp then), on that link
+    assert network["type"] == "ipv4_dhcp" and network["link"] == link["id"]
+    assert cd.network_data("fa:16:3e:00:00:02", mtu=9000)["links"][0]["mtu"] == 9000

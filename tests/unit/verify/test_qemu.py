@@ -93,7 +93,9 @@ def test_disks_cdrom_network_and_console(tmp_path, monkeypatch):
     assert any("id=cd0" in d and "media=cdrom" in d for d in drives)
     assert "ide-cd,drive=cd0,bus=ide.1,unit=0" in devices  # PIIX IDE: every guest kernel has ata_piix
     assert _opt_values(argv, "-netdev") == ["user,id=n0"]
-    assert any(d.startswith("virtio-net-pci,netdev=n0") for d in devices)
+    # the MAC network_data.json names the guest's link by (Nova's fa:16:3e range)
+    assert f"virtio-net-pci,netdev=n0,addr=0x3,mac={qemu.GUEST_MAC}" in devices
+    assert qemu.GUEST_MAC.startswith("fa:16:3e:")
     assert any(d.startswith("virtio-rng-pci") for d in devices)
     assert _opt_values(argv, "-smp") == ["2"] and _opt_values(argv, "-m") == ["2048"]
     assert _opt_values(argv, "-serial") == [f"file:{tmp_path / 'serial.log'}"]
