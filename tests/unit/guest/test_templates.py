@@ -177,15 +177,16 @@ def test_cloud_init_renders_one_network_stack_and_runs_few_modules(tmp_path):
     assert yaml.safe_load(render.render("cloud-boot.cfg", bookworm.template_context()))["system_info"] == {
         "network": {"renderers": ["networkd"]}}
     assert "networking.service" in bookworm.profile.boot_disabled_units
-    # trixie (not measured): Debian's own ifupdown
+    # trixie: networkd's too (ifupdown's `inet dhcp` left the NIC at 1500, not network_data.json's MTU)
     ctx = context(tmp_path, os="debian", release="trixie")
     cfg = yaml.safe_load(render.render("cloud-boot.cfg", ctx.template_context()))
-    assert cfg["system_info"]["network"]["renderers"] == ["eni"]
+    assert cfg["system_info"]["network"]["renderers"] == ["networkd"]
+    assert "networking.service" in ctx.profile.boot_disabled_units
+    assert "systemd-networkd.service" in ctx.profile.boot_enabled_units
     assert "write_files" in cfg["cloud_init_modules"] and "runcmd" in cfg["cloud_config_modules"]
     assert "keys_to_console" in cfg["cloud_final_modules"]
     assert not {"mounts", "apt_configure", "grub_dpkg"} & set(sum(
         (cfg[k] for k in ("cloud_init_modules", "cloud_config_modules", "cloud_final_modules")), []))
-    assert "systemd-networkd-wait-online.service" in ctx.profile.boot_disabled_units
 
 
 def test_apparmor_profiles_of_absent_programs_are_disabled(tmp_path):
