@@ -230,7 +230,8 @@ def pytest_runtest_makereport(item, call):
 # (short checks) and leave single long boots for the end, one worker idle while the other boots.
 LONG_FIRST = ("test_boot_prepare.py", "test_boot_broken_agent.py", "test_readme_docker_run.py",
               "test_readme_podman_run.py", "test_build.py", "test_interrupt.py",
-              "test_boot.py", "test_boot_oldest_release.py", "test_boot_dev.py")  # the last three: extended
+              "test_boot.py", "test_boot_oldest_release.py", "test_boot_dev.py",
+              "test_boot_newest_debian.py")  # the last four: extended
 
 
 def pytest_collection_modifyitems(session, config, items):
