@@ -71,6 +71,7 @@ class Profile:
     kernel_package: str
     kernel_cmdline: str
     hostname: str
+    locale: str  # the guest's LANG (cloud-init's `locale`; set by the build, see builder/guest/firstboot.py)
     packages: list[str]
     build_packages: list[str]  # compilers and headers for requirements without a wheel (purged again)
     docker_package: str

@@ -44,8 +44,10 @@ DEVIATIONS = [
     "GPT disk with BIOS and UEFI GRUB built from files; linux-image-virtual/cloud kernel",
     "first boot: ssh host keys of the profile's types only (ed25519); one network stack per release "
     "(rendered by cloud-init, the other stacks' units masked); only the cloud-init modules a Trove guest "
-    "uses; AppArmor profiles of absent programs disabled; /etc/.updated and /var/.updated written at build; "
-    "no GRUB menu wait",
+    "uses; AppArmor profiles of absent programs disabled, the others compiled at build for the kernel's recorded "
+    "feature set (builder/apparmor-features); /etc/.updated and /var/.updated written at build; no GRUB menu "
+    "wait; /etc/default/locale's LANG and sshd's PasswordAuthentication set at build as cloud-init's config "
+    "stage would set them",
 ]
 
 

@@ -10,13 +10,14 @@ from pathlib import Path
 
 from builder.context import BuildContext
 from builder.errors import BuilderError
+from builder.guest.apparmor import compile_profiles
 from builder.guest.chroot import API_MOUNT_POINTS
 from builder.guest.initramfs import InitramfsError, repack_file
 from builder.guest.pyc import recompile_packaged
 from builder.guest.render import install_stage_files
 from builder.guest.times import clamp_times
 
-DESCRIPTION = "write the boot config; scrub caches, logs, keys and identity; clamp file times"
+DESCRIPTION = "write the boot config; scrub caches, logs, keys, identity; compile AppArmor profiles; clamp times"
 
 # Removed outright (globs relative to the guest root).
 REMOVE = [
@@ -126,6 +127,9 @@ def run_stage(ctx: BuildContext) -> None:
     # Files that name the finished disk (grub.cfg: the root filesystem's UUID) are written here,
     # so that the cached rootfs of earlier stages does not depend on the disk's size or format.
     install_stage_files(root, "normalize", {**ctx.template_context(), "root_uuid": ctx.stable_uuid("rootfs")})
+    # After the hooks and preload (every profile is final), before the removals below (what the chroot
+    # session leaves: resolv.conf, the cache mount points) and the clamped times (none newer than the cache).
+    ctx.log.write(f"normalize: AppArmor: {compile_profiles(ctx.chroot())}\n")
     for pattern in REMOVE + ctx.profile.remove_unreproducible:
         _remove(root, pattern)
     for name in TRUNCATE:

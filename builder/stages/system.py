@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import re
-from pathlib import Path
-
 from builder.cache.aptcache import apt_caches
 from builder.context import BuildContext
 from builder.errors import BuilderError
+from builder.guest.apparmor import disable_absent_apparmor_profiles
 from builder.guest.chroot import Chroot
+from builder.guest.firstboot import preset_locale, preset_ssh_password_auth
 from builder.guest.render import install_stage_files
 
 DESCRIPTION = "install packages, kernel, Docker, cloud-init; guest user and config"
@@ -86,54 +84,6 @@ def _select_boot_units(ctx: BuildContext, chroot: Chroot) -> None:
         chroot.run(["systemctl", "mask", *masked])
 
 
-# The program an AppArmor profile attaches to: `profile <name> <path> ... {` or `<path> ... {`.
-_ATTACHMENT = re.compile(r'^\s*(?:profile\s+(?:"[^"]*"|\S+)\s+)?("/[^"]+"|/\S+)\s+(?:flags=\([^)]*\)\s*)?\{',
-                         re.MULTILINE)
-
-
-def _alternatives(pattern: str) -> list[str]:
-    """The paths an AppArmor `{a,b}` alternation names (nested ones too)."""
-    depth, start = 0, 0
-    for i, c in enumerate(pattern):
-        if c == "{":
-            depth, start = depth + 1, (i if depth == 0 else start)
-        elif c == "}" and depth:
-            depth -= 1
-            if depth == 0:
-                inner, parts, level, last = pattern[start + 1:i], [], 0, 0
-                for j, d in enumerate(inner):
-                    level += (d == "{") - (d == "}")
-                    if d == "," and level == 0:
-                        parts.append(inner[last:j])
-                        last = j + 1
-                parts.append(inner[last:])
-                return [x for part in parts for x in _alternatives(pattern[:start] + part + pattern[i + 1:])]
-    return [pattern]
-
-
-def disable_absent_apparmor_profiles(root: Path) -> list[str]:
-    """Profiles for programs the guest does not have (noble ships ~90 for desktop applications)
-    are disabled the way an administrator would (a link in /etc/apparmor.d/disable/), so
-    apparmor.service does not compile them at every boot without a cache. Profiles whose
-    attachment is a glob or variable stay. Returns the names disabled."""
-    profiles = root / "etc/apparmor.d"
-    if not profiles.is_dir():
-        return []
-    disabled = []
-    for path in sorted(p for p in profiles.iterdir() if p.is_file() and not p.is_symlink()):
-        found = _ATTACHMENT.search(path.read_text(errors="replace"))
-        if not found or any(c in found.group(1) for c in "*?[@"):
-            continue
-        if any(os.path.lexists(root / alt.lstrip("/")) for alt in _alternatives(found.group(1).strip('"'))):
-            continue
-        (profiles / "disable").mkdir(exist_ok=True)
-        link = profiles / "disable" / path.name
-        if not os.path.lexists(link):
-            link.symlink_to(f"/etc/apparmor.d/{path.name}")
-        disabled.append(path.name)
-    return disabled
-
-
 def run_stage(ctx: BuildContext) -> None:
     chroot = ctx.chroot()
     with chroot.session(apt_caches(ctx)):
@@ -155,3 +105,5 @@ def run_stage(ctx: BuildContext) -> None:
             chroot.run(["systemctl", "enable", "cloud-init-main.service"])
         disabled = disable_absent_apparmor_profiles(ctx.rootfs)
         ctx.log.write(f"system: {len(disabled)} AppArmor profiles of absent programs disabled: {' '.join(disabled)}\n")
+        preset_locale(chroot, ctx.profile.locale)
+        preset_ssh_password_auth(chroot)

@@ -16,6 +16,7 @@ Three sources, each used where it is the one that can tell:
 
 from __future__ import annotations
 
+import base64
 import re
 import threading
 import time
@@ -114,6 +115,11 @@ for u in {units}; do
 done
 ls /etc/ssh/ 2>&1 | grep '_key.pub$' | say hostkey
 cloud-init analyze blame 2>&1 | head -n 25 | say ciblame
+uname -r | say kernel
+find /var/cache/apparmor /etc/apparmor.d/cache -type f ! -name .features -newer /etc/apparmor.d 2>/dev/null \
+  | wc -l | say aacompiled
+f=$(ls /var/cache/apparmor/*/.features /etc/apparmor.d/cache/.features 2>/dev/null | head -n 1)
+[ -n "$f" ] && base64 "$f" | say aafeatures
 echo "{tag}" end
 """
 
@@ -194,6 +200,13 @@ class GuestReport:
     units: dict[str, dict[str, float | None]] = field(default_factory=dict)  # unit -> started/active
     host_key_files: list[str] = field(default_factory=list)
     cloud_init_blame: list[str] = field(default_factory=list)  # `cloud-init analyze blame`: its slowest steps
+    kernel_release: str = ""  # `uname -r`
+    # The running kernel's AppArmor feature set, as apparmor_parser wrote it beside the profiles it
+    # compiled at this boot (its cache's .features): what a build needs to compile them for this kernel.
+    apparmor_features: str = ""
+    # Profiles apparmor_parser compiled at this boot (cache files newer than the image's profiles; 0: the
+    # build's cache was used). None: not reported.
+    apparmor_compiled: int | None = None
 
 
 def first_seen(text: str, pattern: str) -> re.Match | None:
@@ -224,6 +237,7 @@ def parse_guest_report(console_text: str) -> GuestReport | None:
         return None
     report = GuestReport()
     analyze: list[str] = []
+    features_b64: list[str] = []
     for line in console_text.splitlines():
         at = line.find(REPORT_TAG)
         if at < 0:
@@ -239,6 +253,12 @@ def parse_guest_report(console_text: str) -> GuestReport | None:
             report.host_key_files.append(rest.strip())
         elif kind == "ciblame" and re.match(r"\s*[\d.]+s \(", rest):  # not its headers nor its count
             report.cloud_init_blame.append(rest.strip())
+        elif kind == "kernel":
+            report.kernel_release = rest.strip()
+        elif kind == "aacompiled" and rest.strip().isdigit():
+            report.apparmor_compiled = int(rest.strip())
+        elif kind == "aafeatures":
+            features_b64.append(rest.strip())
         elif kind == "unit":
             props = dict(p.split("=", 1) for p in rest.split() if "=" in p)
             if props.get("LoadState") == "loaded":
@@ -246,6 +266,11 @@ def parse_guest_report(console_text: str) -> GuestReport | None:
                     "started": _usec(props.get("InactiveExitTimestampMonotonic")),
                     "active": _usec(props.get("ActiveEnterTimestampMonotonic"))}
     report.analyze = " ".join(analyze).strip()
+    if features_b64:
+        try:
+            report.apparmor_features = base64.b64decode("".join(features_b64), validate=True).decode("ascii")
+        except ValueError:  # a line garbled on the console (binascii.Error and UnicodeError are ValueErrors)
+            report.apparmor_features = ""
     return report
 
 

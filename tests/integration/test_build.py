@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from builder.guest.apparmor import recorded_features
 from builder.image.contract import check_image
 from builder.image.reader import Image
 from builder.spec import default_cache_dir
@@ -101,6 +102,36 @@ def test_units_and_files_trove_expects(images, os_name, release):
         # every file time clamped to SOURCE_DATE_EPOCH
         stat = img.debugfs("stat /etc/trove/conf.d")
         assert "2026-01-01" in stat or "Jan  1 00:00:00 2026" in stat
+
+
+def first_boot_work_left(image) -> list[str]:
+    """What cloud-init's config stage or apparmor.service would still have to do at first boot
+    (builder/guest/firstboot.py, builder/guest/apparmor.py); empty when the build did it."""
+    left = []
+    with Image(image) as img:
+        if "LANG=C.UTF-8" not in (img.read("/etc/default/locale") or ""):
+            left.append("locale: /etc/default/locale has no LANG=C.UTF-8 (cloud-init runs update-locale)")
+        sshd = (img.read("/etc/ssh/sshd_config.d/50-cloud-init.conf") or "") + (img.read("/etc/ssh/sshd_config") or "")
+        if not re.search(r"^PasswordAuthentication no$", sshd, re.MULTILINE):
+            left.append("sshd: no 'PasswordAuthentication no' (cloud-init writes it and restarts sshd)")
+        kernels = img.listdir("/lib/modules")
+        recorded = recorded_features(kernels[0]) if len(kernels) == 1 else None
+        if recorded is None:
+            left.append(f"AppArmor: no feature set recorded for kernel(s) {kernels}")
+            return left
+        caches = [f"/var/cache/apparmor/{d}" for d in img.listdir("/var/cache/apparmor") or []]
+        caches += ["/etc/apparmor.d/cache"] if img.exists("/etc/apparmor.d/cache/.features") else []
+        matching = [c for c in caches if img.read(f"{c}/.features") == recorded.read_text()]
+        if not matching:
+            left.append(f"AppArmor: no cache compiled with {recorded.name} (apparmor.service compiles at boot)")
+        elif not [n for n in img.listdir(matching[0]) if n != ".features"]:
+            left.append(f"AppArmor: {matching[0]} holds no compiled profile")
+    return left
+
+
+@pytest.mark.parametrize("os_name,release", TARGETS)
+def test_first_boot_work_is_done_by_the_build(images, os_name, release):
+    assert first_boot_work_left(images.get(os_name, release)) == []
 
 
 def test_dev_image_syncs_code_from_the_controller_with_the_operators_key(images, dev_image, dev_key):

@@ -189,26 +189,6 @@ def test_cloud_init_renders_one_network_stack_and_runs_few_modules(tmp_path):
         (cfg[k] for k in ("cloud_init_modules", "cloud_config_modules", "cloud_final_modules")), []))
 
 
-def test_apparmor_profiles_of_absent_programs_are_disabled(tmp_path):
-    from builder.stages.system import disable_absent_apparmor_profiles
-    root = tmp_path / "root"
-    (root / "etc/apparmor.d").mkdir(parents=True)
-    (root / "usr/sbin").mkdir(parents=True)
-    (root / "usr/sbin/rsyslogd").write_text("")
-    aa = root / "etc/apparmor.d"
-    (aa / "chrome").write_text("abi <abi/4.0>,\ninclude <tunables/global>\n\n"
-                               "profile chrome /opt/google/chrome/chrome flags=(unconfined) {\n  userns,\n}\n")
-    (aa / "usr.sbin.rsyslogd").write_text("#include <tunables/global>\n/usr/sbin/rsyslogd {\n}\n")
-    (aa / "lsb_release").write_text("profile lsb_release @{exec_path} {\n}\n")
-    (aa / "unix-chkpwd").write_text("profile unix-chkpwd /{,usr/}{,s}bin/rsyslogd {\n}\n")
-    (aa / "firefox").write_text(
-        "profile firefox /{usr/lib/firefox{,-esr},opt/firefox}/firefox{,-bin} flags=(unconfined) {\n}\n")
-    (aa / "tunables").mkdir()
-    assert disable_absent_apparmor_profiles(root) == ["chrome", "firefox"]
-    assert os.readlink(aa / "disable/chrome") == "/etc/apparmor.d/chrome"
-    assert disable_absent_apparmor_profiles(root) == ["chrome", "firefox"]  # again: idempotent
-
-
 def test_every_release_masks_the_other_network_stack_and_not_its_own():
     from builder.profile import available, load
     stack = {"eni": "ifupdown", "netplan": "networkd", "networkd": "networkd"}  # renderer -> what brings it up

@@ -88,6 +88,10 @@ trove-boot-report: ciblame -- Boot Record 01 --
 trove-boot-report: ciblame      03.54600s (init-local/search-ConfigDrive)
 trove-boot-report: ciblame      03.22500s (modules-config/config-set_passwords)
 trove-boot-report: ciblame 1 boot records analyzed
+trove-boot-report: kernel 6.8.0-151-generic
+trove-boot-report: aacompiled 0
+trove-boot-report: aafeatures Y2FwYWJpbGl0eSB7MHhmZmZmZmYKfQpk
+trove-boot-report: aafeatures b21haW4ge2NoYW5nZV9oYXQge3llcwp9Cn0K
 trove-boot-report: end
 """
 
@@ -105,6 +109,9 @@ def test_guest_report_parsed_and_placed_on_the_host_clock():
     assert report.host_key_files == ["ssh_host_ed25519_key.pub"]
     assert report.cloud_init_blame == ["03.54600s (init-local/search-ConfigDrive)",
                                        "03.22500s (modules-config/config-set_passwords)"]
+    assert report.kernel_release == "6.8.0-151-generic" and report.apparmor_compiled == 0
+    # base64's lines joined again: the feature set byte for byte (apparmor_parser hashes it)
+    assert report.apparmor_features == "capability {0xffffff\n}\ndomain {change_hat {yes\n}\n}\n"
     events = timeline.build_timeline({"kernel": 10.0, "login_prompt": 80.0}, {"first_rpc_ping": 95.0}, report)
     assert [(e.name, e.seconds, e.source) for e in events] == [
         ("kernel", 10.0, "console"), ("unit:docker.service", 70.2, "guest"),
@@ -112,6 +119,14 @@ def test_guest_report_parsed_and_placed_on_the_host_clock():
         ("first_rpc_ping", 95.0, "host")]
     lines = timeline.render_timeline(events)
     assert re.search(r"70\.2 s\s+\(\+ 60\.2\)\s+guest\s+docker\.service active", lines[1]), lines[1]
+
+
+def test_a_garbled_feature_set_is_dropped_not_raised():
+    garbled = REPORT.replace("aafeatures b21haW4ge2NoYW5nZV9oYXQge3llcwp9Cn0K", "aafeatures b21h#@!")
+    report = timeline.parse_guest_report(garbled)
+    assert report.apparmor_features == "" and report.kernel_release == "6.8.0-151-generic"
+    old_image = timeline.parse_guest_report(REPORT.replace("trove-boot-report: aacompiled 0\n", ""))
+    assert old_image.apparmor_compiled is None
 
 
 def test_guest_report_toggle_is_cloud_config_a_guest_runs():
