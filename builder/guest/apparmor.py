@@ -6,10 +6,10 @@ imports. The cache is keyed by the kernel's AppArmor feature set, which only tha
 (the builder container runs another one): each guest kernel's set is recorded once, as data, by
 booting an image with it (scripts/record_apparmor_features.py), and the build compiles the profiles
 for it with the guest's own apparmor_parser. Guest kernels come from the live archive, so a newer
-kernel of the same series and flavour (6.8.0-*-generic) is given the newest set recorded for that
-series: the parser names its cache after the features' hash, so if the newer kernel's differ its boot
-finds no cache and compiles, as it does with no set at all. A profile changed after the build is
-newer than its cache and compiled again.
+kernel of the same series and flavour (6.8.0-*-generic, 6.12.*+deb13-cloud-amd64) is given the newest
+set recorded for that series: the parser names its cache after the features' hash, so if the newer
+kernel's differ its boot finds no cache and compiles, as it does with no set at all. A profile
+changed after the build is newer than its cache and compiled again.
 """
 
 from __future__ import annotations
@@ -28,7 +28,10 @@ _ATTACHMENT = re.compile(r'^\s*(?:profile\s+(?:"[^"]*"|\S+)\s+)?("/[^"]+"|/\S+)\
                          re.MULTILINE)
 
 
-_KERNEL_RELEASE = re.compile(r"^(?P<series>\d+\.\d+\.\d+)-(?P<abi>\d+)(?:\.\d+)*-(?P<flavour>[a-z0-9-]+)$")
+# `uname -r` of the guests' kernels: Ubuntu's and bookworm's 6.8.0-151-generic, 6.1.0-57-cloud-amd64 (series,
+# ABI, flavour), trixie's 6.12.118+deb13-cloud-amd64 (series, patch level, distribution, flavour).
+_KERNEL_RELEASE = re.compile(r"^(?P<series>\d+\.\d+)\.(?P<patch>\d+)(?:-(?P<abi>\d+)(?:\.\d+)*|(?P<distro>\+[a-z]+\d+))"
+                             r"-(?P<flavour>[a-z0-9-]+)$")
 
 
 def features_path(kernel_release: str, features_dir: Path = FEATURES_DIR) -> Path:
@@ -44,12 +47,15 @@ def recorded_features(kernel_release: str, features_dir: Path = FEATURES_DIR) ->
     wanted = _KERNEL_RELEASE.match(kernel_release)
     if not wanted or not features_dir.is_dir():
         return None
+    def series(m: re.Match) -> tuple:
+        return m["series"], m["distro"], m["flavour"]
+
     same_series = []
     for path in features_dir.glob("*.features"):
         found = _KERNEL_RELEASE.match(path.name.removesuffix(".features"))
-        if found and (found["series"], found["flavour"]) == (wanted["series"], wanted["flavour"]):
-            same_series.append((int(found["abi"]), path))
-    return max(same_series)[1] if same_series else None
+        if found and series(found) == series(wanted):
+            same_series.append((int(found["patch"]), int(found["abi"] or 0), path))
+    return max(same_series)[2] if same_series else None
 
 
 def kernel_releases(root: Path) -> list[str]:

@@ -37,12 +37,16 @@ def test_apparmor_profiles_of_absent_programs_are_disabled(tmp_path):
 
 
 def test_a_kernel_gets_its_own_feature_set_else_the_newest_of_its_series(tmp_path):
-    for name in ("6.8.0-100-generic", "6.8.0-151-generic", "6.8.0-160-lowlatency", "6.1.0-57-cloud-amd64"):
+    for name in ("6.8.0-100-generic", "6.8.0-151-generic", "6.8.0-160-lowlatency", "6.1.0-57-cloud-amd64",
+                 "6.12.110+deb13-cloud-amd64", "6.12.118+deb13-cloud-amd64"):
         features_path(name, tmp_path).write_text(name)
     assert recorded_features("6.8.0-100-generic", tmp_path) == tmp_path / "6.8.0-100-generic.features"
     # a newer ABI of the same series and flavour: the newest recorded one (its hash decides at boot)
     assert recorded_features("6.8.0-152-generic", tmp_path) == tmp_path / "6.8.0-151-generic.features"
     assert recorded_features("6.1.0-58-cloud-amd64", tmp_path) == tmp_path / "6.1.0-57-cloud-amd64.features"
+    # trixie's names: the patch level moves
+    assert recorded_features("6.12.120+deb13-cloud-amd64", tmp_path) == tmp_path / "6.12.118+deb13-cloud-amd64.features"
+    assert recorded_features("6.12.120+deb14-cloud-amd64", tmp_path) is None
     # another flavour, another series, or a name that is not a kernel release: none
     assert recorded_features("6.8.0-152-aws", tmp_path) is None
     assert recorded_features("6.11.0-1-generic", tmp_path) is None
