@@ -107,7 +107,7 @@ def disable_absent_apparmor_profiles(root: Path) -> list[str]:
     return disabled
 
 
-def compile_profiles(chroot: Chroot) -> str:
+def compile_profiles(chroot: Chroot, features_dir: Path = FEATURES_DIR) -> str:
     """Compile the guest's enabled profiles into apparmor_parser's cache for its kernel, as
     apparmor.service would at first boot (the same parser, directory and cache location; -M: the
     recorded features stand for the kernel's, for compiling and for naming the cache). Returns what
@@ -118,7 +118,7 @@ def compile_profiles(chroot: Chroot) -> str:
     kernels = kernel_releases(root)
     if len(kernels) != 1:
         return f"not compiled: {len(kernels)} kernels installed ({' '.join(kernels) or 'none'}), one expected"
-    recorded = recorded_features(kernels[0])
+    recorded = recorded_features(kernels[0], features_dir)
     if recorded is None:
         return (f"not compiled: no feature set recorded for kernel {kernels[0]} or its series "
                 f"(scripts/record_apparmor_features.py): the first boot compiles the profiles")
