@@ -5,9 +5,10 @@ apparmor_parser keys its cache by the running kernel's feature set, which only t
 (/sys/kernel/security/apparmor/features); the builder container runs another kernel. So each guest
 kernel's set is data, under builder/apparmor-features/<kernel release>.features, recorded once by
 booting an image with that kernel: its guest report prints the .features file apparmor_parser wrote
-beside the profiles it compiled at that boot. Run it again when a lock moves a release's kernel
-(tests/unit/guest/test_apparmor.py fails until then, and the build's log says the profiles will be
-compiled at first boot).
+beside the profiles it compiled at that boot (the newest .features there: a build's cache for another
+kernel's set stays beside it). Run it when the archive gives a release a kernel of a series with no
+recorded set: the build's log then says the profiles will be compiled at first boot, and
+tests/integration/test_build.py::test_first_boot_work_is_done_by_the_build fails.
 
     .venv/bin/python scripts/record_apparmor_features.py OUT/trove-guest-ubuntu-noble.qcow2 ...
 """

@@ -109,7 +109,7 @@ def disable_absent_apparmor_profiles(root: Path) -> list[str]:
 
 def compile_profiles(chroot: Chroot, features_dir: Path = FEATURES_DIR) -> str:
     """Compile the guest's enabled profiles into apparmor_parser's cache for its kernel, as
-    apparmor.service would at first boot (the same parser, directory and cache location; -M: the
+    apparmor.service would at first boot (the same parser, directory and cache location; --features-file: the
     recorded features stand for the kernel's, for compiling and for naming the cache). Returns what
     was done, for the build log."""
     root = chroot.root

@@ -118,7 +118,8 @@ cloud-init analyze blame 2>&1 | head -n 25 | say ciblame
 uname -r | say kernel
 find /var/cache/apparmor /etc/apparmor.d/cache -type f ! -name .features -newer /etc/apparmor.d 2>/dev/null \
   | wc -l | say aacompiled
-f=$(ls /var/cache/apparmor/*/.features /etc/apparmor.d/cache/.features 2>/dev/null | head -n 1)
+# The newest .features: the one apparmor_parser wrote for this kernel, not a build's cache dir for another set.
+f=$(ls -t /var/cache/apparmor/*/.features /etc/apparmor.d/cache/.features 2>/dev/null | head -n 1)
 [ -n "$f" ] && base64 "$f" | say aafeatures
 echo "{tag}" end
 """

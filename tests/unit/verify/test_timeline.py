@@ -316,3 +316,21 @@ def test_an_ordering_cycle_on_the_console_is_found_and_a_clean_boot_is_not():
     assert found and found.group(0) == "Found ordering cycle on docker-hostnic.service/start"
     clean = "[  OK  ] Started docker-hostnic.service - Trove docker-hostnic network plugin.\n"
     assert re.search(ORDERING_CYCLE, clean, re.MULTILINE) is None
+
+
+def test_guest_report_prints_the_feature_set_this_boot_wrote_not_a_stale_cache(tmp_path):
+    """A build's cache dir for another kernel's set stays beside the one the boot writes: the report
+    must take the newest .features, whatever the hash directories' names sort as."""
+    import os
+    import subprocess
+    script = timeline.guest_report_cloud_config()["bootcmd"][0][-1]
+    choose = next(line for line in script.splitlines() if line.startswith("f=$("))
+    root = tmp_path
+    for name, text, mtime in (("0000aaaa.0", "stale\n", 1_767_225_600), ("ffff0000.0", "live\n", 1_796_300_000)):
+        (root / "var/cache/apparmor" / name).mkdir(parents=True)
+        (root / "var/cache/apparmor" / name / ".features").write_text(text)
+        os.utime(root / "var/cache/apparmor" / name / ".features", (mtime, mtime))
+    choose = choose.replace("/var/cache/apparmor", f"{root}/var/cache/apparmor").replace(
+        "/etc/apparmor.d", f"{root}/etc/apparmor.d")
+    out = subprocess.run(["sh", "-c", f'{choose}\ncat "$f"'], capture_output=True, text=True, check=True)
+    assert out.stdout == "live\n"
