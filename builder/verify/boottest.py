@@ -166,6 +166,13 @@ def render_result_table(result: BootTestResult) -> str:
         if report.get("cloud_init_blame"):
             lines += ["  cloud-init's slowest steps (cloud-init analyze blame):"]
             lines += [f"    {line}" for line in report["cloud_init_blame"][:8]]
+        if report.get("cpu_seconds"):
+            lines += [f"  Guest's CPU time when the report ran: {report['cpu_busy']} s busy, {report['cpu_idle']} s "
+                      "idle (both vCPUs); the units that used most:"]
+            lines += [f"    {seconds:7.1f}s {unit}" for unit, seconds in list(report["cpu_seconds"].items())[:12]]
+        if report.get("modules") or report.get("reloads") is not None:
+            lines += [f"  Kernel modules loaded: {len(report.get('modules') or [])}; systemd daemon-reloads: "
+                      f"{report.get('reloads')}"]
     if result.checks:
         name_w = max(len(c.name) for c in result.checks)
         lines += ["", "  Checks"]

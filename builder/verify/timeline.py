@@ -98,12 +98,16 @@ REPORT_UNITS = (
     "guest-agent-setup.service", "docker-hostnic.service",
     "multi-user.target", "cloud-final.service",
 )
-# Runs in the guest as a transient unit started by cloud-init's bootcmd: waits until boot has
+# Runs in the guest as a transient unit started by cloud-init's bootcmd (systemd expands "${...}" in
+# its command line itself, so the script has none): waits until boot has
 # finished (`systemd-analyze` refuses before that; systemd 237 has no is-system-running --wait),
 # then writes everything to the console, one tagged line at a time.
 _REPORT_SCRIPT = r"""
 exec >/dev/console 2>&1
 n=0
+# First a check that costs no process (cloud-init's last stage is over), then systemd-analyze: asked
+# every 2 s through the whole boot, it took 20-40 s of the guest's CPU under emulation.
+until [ -e /var/lib/cloud/instance/boot-finished ] || [ $n -ge 600 ]; do sleep 2; n=$((n+2)); done
 until systemd-analyze time >/dev/null 2>&1 || [ $n -ge 600 ]; do sleep 2; n=$((n+2)); done
 say() { sed "s/^/{tag} $1 /"; }
 systemd-analyze time | say analyze
@@ -121,6 +125,20 @@ find /var/cache/apparmor /etc/apparmor.d/cache -type f ! -name .features -newer 
 # The newest .features: the one apparmor_parser wrote for this kernel, not a build's cache dir for another set.
 f=$(ls -t /var/cache/apparmor/*/.features /etc/apparmor.d/cache/.features 2>/dev/null | head -n 1)
 [ -n "$f" ] && base64 "$f" | say aafeatures
+# CPU time per unit so far (cgroup v2's cpu.stat, microseconds; a cgroup v1 guest prints none) and the
+# whole guest's busy and idle time (/proc/stat, clock ticks): where two contended vCPUs went.
+for s in /sys/fs/cgroup/system.slice/*/cpu.stat /sys/fs/cgroup/init.scope/cpu.stat; do
+  [ -f "$s" ] && echo "$(sed -n 's/^usage_usec //p' "$s") $(basename "$(dirname "$s")")"
+done 2>/dev/null | sort -rn | head -n 25 | say cpu
+head -n 1 /proc/stat | say cputotal
+# What the agent's start ran through sudo, and what its unit logged (guest clock): its main()'s steps.
+journalctl -b -o short-monotonic --no-pager SYSLOG_IDENTIFIER=sudo 2>&1 | head -n 60 | say sudo
+journalctl -b -o short-monotonic --no-pager -u guest-agent.service 2>&1 | head -n 60 | say agentlog
+# CPU time of the units that had stopped by then (systemd >= 240 logs it when a unit stops), and the
+# kernel modules loaded (each one udevd or a modprobe@ unit loads costs CPU).
+journalctl -b -o cat --no-pager _PID=1 2>/dev/null | grep -F 'Consumed' | say consumed
+journalctl -b -o cat --no-pager _PID=1 2>/dev/null | grep -c '^Reloading' | say reloads
+lsmod 2>/dev/null | sed 1d | cut -d' ' -f1 | tr '\n' ' ' | say modules; echo
 echo "{tag}" end
 """
 
@@ -208,6 +226,17 @@ class GuestReport:
     # Profiles apparmor_parser compiled at this boot (cache files newer than the image's profiles; 0: the
     # build's cache was used). None: not reported.
     apparmor_compiled: int | None = None
+    # CPU seconds each unit had used when the report ran (cgroup v2 guests), most first; and the
+    # whole guest's busy and idle CPU seconds then (both vCPUs together).
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+    cpu_busy: float | None = None
+    # The journal's sudo commands and the agent unit's lines, `journalctl -o short-monotonic`.
+    sudo_log: list[str] = field(default_factory=list)
+    agent_log: list[str] = field(default_factory=list)
+    consumed: list[str] = field(default_factory=list)  # "<unit>: Consumed 1.234s CPU time." of stopped units
+    modules: list[str] = field(default_factory=list)  # lsmod's names
+    reloads: int | None = None  # systemd daemon-reloads in this boot (each runs every generator again)
+    cpu_idle: float | None = None
 
 
 def first_seen(text: str, pattern: str) -> re.Match | None:
@@ -258,6 +287,24 @@ def parse_guest_report(console_text: str) -> GuestReport | None:
             report.kernel_release = rest.strip()
         elif kind == "aacompiled" and rest.strip().isdigit():
             report.apparmor_compiled = int(rest.strip())
+        elif kind == "cpu" and re.fullmatch(r"\d+ \S+", rest.strip()):
+            usec, unit = rest.strip().split(" ")
+            report.cpu_seconds[unit] = round(int(usec) / 1e6, 1)
+        elif kind == "cputotal" and re.fullmatch(r"cpu(?: \d+){4,}", " ".join(rest.split())):
+            ticks = [int(v) for v in rest.split()[1:]]
+            # /proc/stat: user nice system idle iowait irq softirq steal ...; USER_HZ is 100 on every supported kernel.
+            report.cpu_idle = round((ticks[3] + ticks[4]) / 100, 1)
+            report.cpu_busy = round((sum(ticks[:8]) - ticks[3] - ticks[4]) / 100, 1)
+        elif kind == "sudo":
+            report.sudo_log.append(rest.strip())
+        elif kind == "agentlog":
+            report.agent_log.append(rest.strip())
+        elif kind == "consumed":
+            report.consumed.append(rest.strip())
+        elif kind == "reloads" and rest.strip().isdigit():
+            report.reloads = int(rest.strip())
+        elif kind == "modules":
+            report.modules = rest.split()
         elif kind == "aafeatures":
             features_b64.append(rest.strip())
         elif kind == "unit":
@@ -267,12 +314,27 @@ def parse_guest_report(console_text: str) -> GuestReport | None:
                     "started": _usec(props.get("InactiveExitTimestampMonotonic")),
                     "active": _usec(props.get("ActiveEnterTimestampMonotonic"))}
     report.analyze = " ".join(analyze).strip()
+    # Units that had stopped (cloud-init's process, oneshots) have no cgroup left: their CPU time from the journal.
+    for line in report.consumed:
+        match = _CONSUMED.match(line)
+        if match and match["unit"] not in report.cpu_seconds:
+            report.cpu_seconds[match["unit"]] = round(_timespan(match["span"]), 1)
+    report.cpu_seconds = dict(sorted(report.cpu_seconds.items(), key=lambda item: -item[1]))
     if features_b64:
         try:
             report.apparmor_features = base64.b64decode("".join(features_b64), validate=True).decode("ascii")
         except ValueError:  # a line garbled on the console (binascii.Error and UnicodeError are ValueErrors)
             report.apparmor_features = ""
     return report
+
+
+_CONSUMED = re.compile(r"^(?P<unit>[^\s:]+): Consumed (?P<span>(?:[\d.]+(?:min|ms|us|s) ?)+) CPU time")
+_SPAN_UNITS = {"min": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6}
+
+
+def _timespan(text: str) -> float:
+    """systemd's format_timespan ("1min 3.250s", "845ms") in seconds."""
+    return sum(float(n) * _SPAN_UNITS[u] for n, u in re.findall(r"([\d.]+)(min|ms|us|s)\b", text))
 
 
 def _usec(value: str | None) -> float | None:

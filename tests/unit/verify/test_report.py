@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from builder.verify.boottest import BootTestResult, _check_fs_stats, render_result_table
 
@@ -98,3 +99,17 @@ def test_a_failed_optional_check_is_a_warning_not_a_failure():
     assert "WARN  cloud-init modules" in text
     assert "PASSED" in text
     assert [c.name for c in r.warnings] == ["cloud-init modules"]
+
+
+def test_the_guest_report_shows_where_the_cpu_went():
+    from dataclasses import asdict
+
+    from builder.verify.timeline import GuestReport
+    r = _passed()
+    r.guest_report = asdict(GuestReport(analyze="Startup finished in 9s", cpu_busy=218.1, cpu_idle=26.1,
+                                        cpu_seconds={"guest-agent.service": 50.9, "cloud-init-main.service": 29.8},
+                                        modules=["floppy", "kvm"], reloads=0))
+    text = render_result_table(r)
+    assert "218.1 s busy, 26.1 s idle" in text
+    assert re.search(r"^\s+50\.9s guest-agent\.service\n\s+29\.8s cloud-init-main\.service$", text, re.MULTILINE), text
+    assert "Kernel modules loaded: 2; systemd daemon-reloads: 0" in text

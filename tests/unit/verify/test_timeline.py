@@ -92,6 +92,17 @@ trove-boot-report: kernel 6.8.0-151-generic
 trove-boot-report: aacompiled 0
 trove-boot-report: aafeatures Y2FwYWJpbGl0eSB7MHhmZmZmZmYKfQpk
 trove-boot-report: aafeatures b21haW4ge2NoYW5nZV9oYXQge3llcwp9Cn0K
+trove-boot-report: cpu 41234567 cloud-init-main.service
+trove-boot-report: cpu 9100000 docker.service
+trove-boot-report: cpu 91#0 garbled.service
+trove-boot-report: sudo [   88.123456] vm sudo[901]:    trove : PWD=/ ; USER=root ; COMMAND=/usr/sbin/mkfs -F -t ext3 /dev/vdb
+trove-boot-report: agentlog [   60.000001] vm guest-agent[700]: guest-agent: imports done in 31.2 s; waiting for /run/x
+trove-boot-report: consumed cloud-init-main.service: Consumed 1min 2.500s CPU time, 62.8M memory peak, 0B memory swap peak.
+trove-boot-report: consumed modprobe@drm.service: Consumed 845ms CPU time.
+trove-boot-report: consumed docker.service: Consumed 3.000s CPU time.
+trove-boot-report: reloads 2
+trove-boot-report: modules floppy kvm isofs
+trove-boot-report: cputotal cpu  20000 10 3000 9000 1000 0 500 0 0 0
 trove-boot-report: end
 """
 
@@ -112,6 +123,14 @@ def test_guest_report_parsed_and_placed_on_the_host_clock():
     assert report.kernel_release == "6.8.0-151-generic" and report.apparmor_compiled == 0
     # base64's lines joined again: the feature set byte for byte (apparmor_parser hashes it)
     assert report.apparmor_features == "capability {0xffffff\n}\ndomain {change_hat {yes\n}\n}\n"
+    # the garbled line dropped; a stopped unit's time from the journal; a cgroup's (running) before the journal's
+    assert report.cpu_seconds == {"cloud-init-main.service": 41.2, "docker.service": 9.1, "modprobe@drm.service": 0.8}
+    assert report.reloads == 2 and report.modules == ["floppy", "kvm", "isofs"]
+    stopped = timeline.parse_guest_report(REPORT.replace("trove-boot-report: cpu 41234567 cloud-init-main.service\n", ""))
+    assert list(stopped.cpu_seconds.items())[0] == ("cloud-init-main.service", 62.5)
+    assert report.sudo_log[0].endswith("COMMAND=/usr/sbin/mkfs -F -t ext3 /dev/vdb") and len(report.sudo_log) == 1
+    assert report.agent_log == ["[   60.000001] vm guest-agent[700]: guest-agent: imports done in 31.2 s; waiting for /run/x"]
+    assert (report.cpu_busy, report.cpu_idle) == (235.1, 100.0)  # ticks: busy = all but idle and iowait
     events = timeline.build_timeline({"kernel": 10.0, "login_prompt": 80.0}, {"first_rpc_ping": 95.0}, report)
     assert [(e.name, e.seconds, e.source) for e in events] == [
         ("kernel", 10.0, "console"), ("unit:docker.service", 70.2, "guest"),
@@ -137,6 +156,8 @@ def test_guest_report_toggle_is_cloud_config_a_guest_runs():
     script = command[-1]
     assert timeline.REPORT_END not in script and "systemd-analyze blame" in script
     assert "guest-agent.service" in script and "{" + "units}" not in script
+    # systemd replaces "${name...}" in a unit's command line with its own environment (empty), before sh sees it
+    assert "${" not in script
 
 
 def test_broker_connection_read_from_proc(tmp_path):
@@ -334,3 +355,25 @@ def test_guest_report_prints_the_feature_set_this_boot_wrote_not_a_stale_cache(t
         "/etc/apparmor.d", f"{root}/etc/apparmor.d")
     out = subprocess.run(["sh", "-c", f'{choose}\ncat "$f"'], capture_output=True, text=True, check=True)
     assert out.stdout == "live\n"
+
+
+def test_guest_report_sums_cpu_time_per_unit_from_cgroup_v2(tmp_path):
+    """The report's shell lines on a fake cgroup tree: one line per unit, most CPU first; a unit
+    without cpu.stat (or a cgroup v1 guest, where none has one) prints nothing."""
+    import subprocess
+    script = timeline.guest_report_cloud_config()["bootcmd"][0][-1]
+    lines = script.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("for s in /sys/fs/cgroup"))
+    end = next(i for i in range(start, len(lines)) if "say cpu" in lines[i])
+    loop = "\n".join(lines[start:end + 1]).replace("/sys/fs/cgroup", str(tmp_path))
+    for unit, usec in (("docker.service", 9100000), ("cloud-init-main.service", 41234567), ("ssh.service", 700)):
+        (tmp_path / "system.slice" / unit).mkdir(parents=True)
+        (tmp_path / "system.slice" / unit / "cpu.stat").write_text(f"usage_usec {usec}\nuser_usec 1\nsystem_usec 2\n")
+    (tmp_path / "system.slice" / "no-stat.service").mkdir()
+    (tmp_path / "init.scope").mkdir()
+    (tmp_path / "init.scope" / "cpu.stat").write_text("usage_usec 5000000\n")
+    out = subprocess.run(["sh", "-c", 'say() { sed "s/^/T $1 /"; }\n' + loop], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == ["T cpu 41234567 cloud-init-main.service", "T cpu 9100000 docker.service",
+                                       "T cpu 5000000 init.scope", "T cpu 700 ssh.service"]
+    report = timeline.parse_guest_report(out.stdout.replace("T ", timeline.REPORT_TAG + " ") + timeline.REPORT_END + "\n")
+    assert list(report.cpu_seconds) == ["cloud-init-main.service", "docker.service", "init.scope", "ssh.service"]
