@@ -82,6 +82,7 @@ class Profile:
     remove_unreproducible: list[str]
     space_mib: dict[str, int]  # free space a build needs, by place
     ssh_host_key_types: list[str]  # generated at first boot (cloud-init, else the ssh drop-in)
+    kernel_module_blacklist: list[str]  # not loaded by alias at boot (/etc/modprobe.d, initramfs too)
     network_renderer: str  # cloud-init's one network renderer (eni: ifupdown; netplan, networkd: systemd-networkd)
     boot_enabled_units: list[str]  # the rendered stack's units, where nothing else enables them
     boot_disabled_units: list[str]  # the other stacks' units, masked at build

@@ -280,3 +280,20 @@ def test_the_launcher_makes_the_docker_client_without_dockerd_only_when_given_it
         assert ran.returncode == 0 and ran.stdout.strip() == "api 1.52", ran.stderr
     else:
         assert ran.returncode != 0 and "Error while fetching server API version" in ran.stderr
+
+
+def test_unused_kernel_modules_are_blacklisted_before_the_kernel_is_installed(tmp_path):
+    """Written in the bootstrap stage (the kernel's package, in the system stage, makes the initramfs,
+    which copies /etc/modprobe.d): one `blacklist` line per profile entry, nothing else."""
+    ctx = context(tmp_path)
+    root = fake_root(tmp_path)
+    written = render.install_stage_files(root, "bootstrap", ctx.template_context())
+    assert "/etc/modprobe.d/trove-builder-blacklist.conf" in written
+    text = (root / "etc/modprobe.d/trove-builder-blacklist.conf").read_text()
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert lines == [f"blacklist {m}" for m in ctx.profile.kernel_module_blacklist]
+    assert {"kvm_amd", "kvm_intel", "floppy"} <= set(ctx.profile.kernel_module_blacklist)
+    (root / "etc/modprobe.d/trove-builder-blacklist.conf").unlink()
+    none = render.install_stage_files(root, "bootstrap",
+                                      {**ctx.template_context(), "kernel_module_blacklist": []})
+    assert "/etc/modprobe.d/trove-builder-blacklist.conf" not in none
