@@ -136,8 +136,9 @@ journalctl -b -o short-monotonic --no-pager SYSLOG_IDENTIFIER=sudo 2>&1 | head -
 journalctl -b -o short-monotonic --no-pager -u guest-agent.service 2>&1 | head -n 60 | say agentlog
 # CPU time of the units that had stopped by then (systemd >= 240 logs it when a unit stops), and the
 # kernel modules loaded (each one udevd or a modprobe@ unit loads costs CPU).
-journalctl -b -o cat --no-pager _PID=1 2>/dev/null | grep -F 'Consumed' | say consumed
-journalctl -b -o cat --no-pager _PID=1 2>/dev/null | grep -c '^Reloading' | say reloads
+pid1=$(journalctl -b -o cat --no-pager _PID=1 2>/dev/null)
+printf '%s\n' "$pid1" | grep -F 'Consumed' | say consumed
+printf '%s\n' "$pid1" | grep -c '^Reloading' | say reloads
 lsmod 2>/dev/null | sed 1d | cut -d' ' -f1 | tr '\n' ' ' | say modules; echo
 echo "{tag}" end
 """

@@ -105,12 +105,11 @@ def test_units_and_files_trove_expects(images, os_name, release):
         assert "2026-01-01" in stat or "Jan  1 00:00:00 2026" in stat
 
 
-def first_boot_work_left(image, blacklist: list[str] | None = None) -> list[str]:
+def first_boot_work_left(image, blacklist: list[str]) -> list[str]:
     """What cloud-init's config stage, apparmor.service or udev would still do at first boot that the
-    build could spare it (builder/guest/firstboot.py, builder/guest/apparmor.py, the profile's
-    kernel_module_blacklist, default: the bookworm profile's); empty when the build did it."""
+    build could spare it (builder/guest/firstboot.py, builder/guest/apparmor.py, `blacklist`: the
+    profile's kernel_module_blacklist); empty when the build did it."""
     left = []
-    blacklist = profile.load("debian", "bookworm").kernel_module_blacklist if blacklist is None else blacklist
     with Image(image) as img:
         conf = img.read("/etc/modprobe.d/trove-builder-blacklist.conf") or ""
         if missing := [m for m in blacklist if not re.search(rf"^blacklist {m}$", conf, re.MULTILINE)]:

@@ -377,3 +377,20 @@ def test_guest_report_sums_cpu_time_per_unit_from_cgroup_v2(tmp_path):
                                        "T cpu 5000000 init.scope", "T cpu 700 ssh.service"]
     report = timeline.parse_guest_report(out.stdout.replace("T ", timeline.REPORT_TAG + " ") + timeline.REPORT_END + "\n")
     assert list(report.cpu_seconds) == ["cloud-init-main.service", "docker.service", "init.scope", "ssh.service"]
+
+
+def test_guest_report_reads_pid1s_journal_once_for_stopped_units_and_reloads(tmp_path):
+    """The report's shell lines with a fake journalctl: one read of systemd's own messages gives both
+    the CPU time of units that had stopped and the number of daemon-reloads."""
+    import subprocess
+    script = timeline.guest_report_cloud_config()["bootcmd"][0][-1]
+    lines = [line for line in script.splitlines() if "pid1" in line]
+    assert sum("journalctl" in line for line in lines) == 1
+    calls = tmp_path / "calls"
+    fake = (f'journalctl() {{ echo called >> {calls}; printf "Reloading.\\nfoo.service: Consumed 1min 2.500s CPU time.\\n'
+            'Reloading finished in 80 ms.\\nbar.service: Consumed 845ms CPU time.\\n"; }\n'
+            f'say() {{ sed "s/^/{timeline.REPORT_TAG} $1 /"; }}\n')
+    ran = subprocess.run(["sh", "-c", fake + "\n".join(lines)], capture_output=True, text=True, check=True)
+    assert calls.read_text().count("called") == 1
+    report = timeline.parse_guest_report(ran.stdout + timeline.REPORT_END + "\n")
+    assert report.cpu_seconds == {"foo.service": 62.5, "bar.service": 0.8} and report.reloads == 2
